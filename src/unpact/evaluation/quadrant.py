@@ -1,0 +1,19 @@
+"""Where a method lands in the unlearning dilemma."""
+
+from __future__ import annotations
+
+DEFAULT_RECOVERY_THRESHOLD = 0.2
+DEFAULT_DESTRUCTIVE_THRESHOLD = 0.2
+QUADRANTS = ("reliable", "insufficient", "destructive", "insufficient+destructive")
+
+
+def quadrant(recovery: float | None, destructive: float | None,
+             recovery_threshold: float = DEFAULT_RECOVERY_THRESHOLD,
+             destructive_threshold: float = DEFAULT_DESTRUCTIVE_THRESHOLD) -> str:
+    """``insufficient`` if recovery ≥ its threshold, ``destructive`` if the destructive rate is, both, or
+    ``reliable``. ``recovery`` should be the excess over the placebo control; None counts as 0."""
+    insufficient = (recovery or 0.0) >= recovery_threshold
+    destructive_ = (destructive or 0.0) >= destructive_threshold
+    if insufficient and destructive_:
+        return "insufficient+destructive"
+    return "insufficient" if insufficient else "destructive" if destructive_ else "reliable"

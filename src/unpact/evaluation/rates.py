@@ -1,0 +1,31 @@
+"""The dilemma rates (DESIGN.md), as plain functions over boolean correctness arrays.
+
+All arrays are [N] over the same items in the same order. A rate with an empty denominator is None.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _share(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def forget_efficacy(correct_before: np.ndarray, correct_after: np.ndarray) -> float | None:
+    """Share of the forget items the original model answered that the unlearned model no longer answers."""
+    known = np.asarray(correct_before, bool)
+    return _share(int((known & ~np.asarray(correct_after, bool)).sum()), int(known.sum()))
+
+
+def recovery_rate(correct_before: np.ndarray, correct_after: np.ndarray, correct_attacked: np.ndarray) -> float | None:
+    """Share of the forgotten items (known before, wrong after) that the attack makes correct again."""
+    forgotten = np.asarray(correct_before, bool) & ~np.asarray(correct_after, bool)
+    return _share(int((forgotten & np.asarray(correct_attacked, bool)).sum()), int(forgotten.sum()))
+
+
+def destructive_rate(correct_before: np.ndarray, correct_after: np.ndarray) -> float | None:
+    """Relative drop of correctness on items that should be kept: (U_before − U_after) / U_before."""
+    before = float(np.mean(correct_before)) if len(correct_before) else 0.0
+    after = float(np.mean(correct_after)) if len(correct_after) else 0.0
+    return (before - after) / before if before > 0 else None

@@ -1,0 +1,151 @@
+"""Console output: the per-method summary table and a coloured token heatmap for `unpact attribute`.
+
+`summary_rows` is the single definition of the summary's columns; the HTML report renders the same
+rows, so the page and the terminal never disagree about what a run measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+
+from .heatmap import colour, shared_scale, split_leading_space, text_colour, validate_heatmap
+
+MISSING = "–"  # shown wherever metrics.json has null (e.g. a rate over zero forgotten items)
+
+QUADRANT_STYLES = {
+    "reliable": "green",
+    "insufficient": "yellow",
+    "destructive": "red",
+    "insufficient+destructive": "bold red",
+}
+
+
+def format_rate(value: float | None) -> str:
+    """A fraction as a percentage with one decimal (``0.853`` -> ``85.3%``); `MISSING` for null."""
+    return MISSING if value is None else f"{100 * value:.1f}%"
+
+
+def format_number(value: float | None, digits: int = 2) -> str:
+    """A plain number with ``digits`` decimals; `MISSING` for null."""
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def recovery_attacks(metrics: dict) -> list[str]:
+    """Every non-placebo attack named in any method's ``recovery_rate``, in first-seen order."""
+    seen: dict[str, None] = {}
+    for method in (metrics.get("methods") or {}).values():
+        seen.update(dict.fromkeys(a for a in method.get("recovery_rate") or {} if not a.startswith("placebo")))
+    return list(seen)
+
+
+def placebo_of(attack: str) -> str:
+    """The placebo control's name for an attack (``focus_on_key:instruction`` → ``placebo:instruction``)."""
+    return "placebo:" + attack.split(":", 1)[-1]
+
+
+def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """The summary as (header, rows) of display strings, one row per method.
+
+    Each recovery cell reads ``rate (placebo rate)``: only the difference is evidence. The first column
+    is the method name and the last is always the quadrant, so renderers can style those two cells.
+    """
+    attacks = recovery_attacks(metrics)
+    header = [
+        "Method",
+        "Forget efficacy",
+        *(f"Recovery {attack.replace('focus_on_key', 'FocusOnKey')} (placebo)" for attack in attacks),
+        "Destructive",
+        "Retain acc",
+        "Utility acc",
+        "KeyToken Jaccard",
+        "Focus retention",
+        "Quadrant",
+    ]
+    rows = []
+    for name, method in (metrics.get("methods") or {}).items():
+        recovery = method.get("recovery_rate") or {}
+        accuracy = method.get("accuracy") or {}
+        tracking = method.get("tracking") or {}
+        rows.append(
+            [
+                name,
+                format_rate(method.get("forget_efficacy")),
+                *(f"{format_rate(recovery.get(a))} ({format_rate(recovery.get(placebo_of(a)))})" for a in attacks),
+                format_rate(method.get("destructive_rate")),
+                format_rate(accuracy.get("retain")),
+                format_rate(accuracy.get("utility")),
+                format_number(tracking.get("jaccard")),
+                format_number(tracking.get("focus_retention")),
+                method.get("quadrant") or MISSING,
+            ]
+        )
+    return header, rows
+
+
+def base_accuracy_line(metrics: dict) -> str:
+    """One line with the original model's accuracy per split, e.g. ``forget 100.0% · retain 99.0%``."""
+    accuracy = (metrics.get("base") or {}).get("accuracy") or {}
+    return " · ".join(f"{split} {format_rate(value)}" for split, value in accuracy.items()) or MISSING
+
+
+def summary_table(metrics: dict) -> Table:
+    """The summary as a rich Table: one row per method, rates as percentages, quadrant coloured."""
+    header, rows = summary_rows(metrics)
+    table = Table(title="unPact summary", caption=f"base model accuracy: {base_accuracy_line(metrics)}")
+    # Names, quadrants and values must stay whole; on a narrow terminal only the headers give way.
+    table.add_column(header[0], style="bold", no_wrap=True)
+    for name in header[1:-1]:
+        table.add_column(
+            name,
+            justify="right",
+            min_width=len("100.0% (100.0%)") if name.startswith("Recovery") else len("100.0%"),
+            overflow="fold",
+        )
+    table.add_column(header[-1], no_wrap=True)
+    for row in rows:
+        quadrant = row[-1]
+        table.add_row(*row[:-1], Text(quadrant, style=QUADRANT_STYLES.get(quadrant, "")))
+    return table
+
+
+def print_summary(metrics: dict, console: Console | None = None) -> None:
+    """Print `summary_table` to ``console`` (a new stdout Console when None).
+
+    Piped output gets 140 columns instead of rich's default 80, so the table is not folded in logs.
+    """
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=140)
+    console.print(summary_table(metrics))
+
+
+def token_heatmap_text(
+    tokens: Sequence[str],
+    contributions: Sequence[float | None],
+    key: Iterable[int] = (),
+    scale: float | None = None,
+) -> Text:
+    """A prompt as coloured console text: token backgrounds by sign and size of their contribution.
+
+    Uses the same colours and scale rule as `token_heatmap_html`; KeyTokens are bold and underlined.
+    The plain text is exactly the concatenated tokens.
+    """
+    keys = validate_heatmap(tokens, contributions, key)
+    if scale is None:
+        scale = shared_scale(contributions)
+    text = Text()
+    for i, (token, value) in enumerate(zip(tokens, contributions, strict=True)):
+        lead, body = split_leading_space(token)
+        is_key = i in keys
+        style = Style(
+            color=text_colour(value, scale), bgcolor=colour(value, scale), bold=is_key, underline=is_key
+        )
+        text.append(lead)
+        text.append(body, style=style)
+    return text

@@ -1,0 +1,215 @@
+"""The HTML report: one self-contained page (inline CSS, no scripts, no remote resources) per run.
+
+`render_report` reads only ``metrics.json`` and ``records.jsonl`` from the run directory, so a run
+copied to another machine can be re-rendered without the model or the data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from ..errors import UnpactError
+from ..io import read_json, read_jsonl, write_atomic
+from .console import MISSING, base_accuracy_line, format_number, format_rate, summary_rows
+from .heatmap import HEATMAP_CSS, colour, shared_scale, token_heatmap_html
+
+TEMPLATE = "report.html.j2"
+
+# Forget items are listed in this order: the ones unlearning forgot (and attacks maybe brought back)
+# are what the attribution is about; items the model still answers or never knew come last.
+OUTCOME_ORDER = ("recovered", "forgotten", "kept", "not_known")
+# Only these start expanded, which keeps a 40-item method section short enough to scroll through.
+OPEN_OUTCOMES = frozenset({"recovered", "forgotten"})
+
+TRACKING_LABELS = {
+    "jaccard": "KeyToken Jaccard",
+    "focus_retention": "focus retention",
+    "spearman": "Spearman ρ",
+    "mass_before": "|C| mass before",
+    "mass_after": "|C| mass after",
+}
+
+
+def render_report(run_dir: str | Path) -> Path:
+    """Render ``run_dir/report.html`` from the run's metrics.json and records.jsonl; return its path.
+
+    The page is written atomically, so a reader never sees half a report. Raises UnpactError when
+    either input file is missing or malformed.
+    """
+    run_dir = Path(run_dir)
+    metrics = _load(run_dir / "metrics.json", read_json)
+    if not isinstance(metrics, dict):
+        raise UnpactError(f"{run_dir / 'metrics.json'}: expected a JSON object; re-run `unpact demo`")
+    records_path = run_dir / "records.jsonl"
+    records = _load(records_path, read_jsonl)
+    page = _environment().get_template(TEMPLATE).render(_context(run_dir, metrics, records, records_path))
+    out = run_dir / "report.html"
+    write_atomic(out, page)
+    return out
+
+
+def _load(path: Path, reader: Callable[[Path], Any]) -> Any:
+    if not path.is_file():
+        raise UnpactError(f"{path} not found; run `unpact demo` first to create a run directory")
+    try:
+        return reader(path)
+    except json.JSONDecodeError as e:
+        raise UnpactError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    except ValueError as e:  # read_jsonl's messages already name the file and line
+        raise UnpactError(str(e)) from None
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).with_name("templates")),
+        autoescape=True,
+        # A typo in the template should fail loudly, not render an empty cell.
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pct"] = format_rate
+    env.filters["num"] = format_number
+    env.filters["mark"] = _mark
+    env.filters["show"] = _show
+    return env
+
+
+def _show(value: Any) -> Any:
+    return MISSING if value is None else value
+
+
+def _mark(correct: bool | None) -> str:
+    return MISSING if correct is None else ("✓" if correct else "✗")
+
+
+def _context(run_dir: Path, metrics: dict, records: list[dict], records_path: Path) -> dict:
+    header, rows = summary_rows(metrics)
+    method_metrics = metrics.get("methods") or {}
+    by_method = _group_by_method(records, method_metrics)
+    return {
+        "title": f"unPact report — {run_dir.resolve().name}",
+        "model": metrics.get("model") or {},
+        "base_accuracy": base_accuracy_line(metrics),
+        "thresholds": metrics.get("thresholds") or {},
+        "keytokens": metrics.get("keytokens") or {},
+        "summary_header": header,
+        "summary_rows": rows,
+        "methods": [
+            _method_view(i, name, method_metrics.get(name) or {}, rows_, records_path)
+            for i, (name, rows_) in enumerate(by_method.items(), 1)
+        ],
+        "heatmap_css": Markup(HEATMAP_CSS),
+        "positive_colour": colour(1.0, 1.0),
+        "negative_colour": colour(-1.0, 1.0),
+    }
+
+
+def _group_by_method(records: list[dict], method_metrics: dict) -> dict[str, list[dict]]:
+    """Records per method: methods in metrics.json order first, then any only seen in the records."""
+    groups: dict[str, list[dict]] = {name: [] for name in method_metrics}
+    for row in records:
+        groups.setdefault(str(row.get("method", MISSING)), []).append(row)
+    return groups
+
+
+def _method_view(index: int, name: str, metrics: dict, rows: list[dict], records_path: Path) -> dict:
+    forget = sorted(
+        (r for r in rows if r.get("split") == "forget"),
+        key=lambda r: _outcome_rank(r.get("outcome")),
+    )
+    others = [r for r in rows if r.get("split") != "forget"]
+    recovery = metrics.get("recovery_rate") or {}
+    excess = metrics.get("recovery_excess") or {}
+    return {
+        "anchor": f"method-{index}",
+        "name": name,
+        "quadrant": metrics.get("quadrant") or MISSING,
+        "forget_efficacy": metrics.get("forget_efficacy"),
+        "n_known": metrics.get("n_known"),
+        "n_forgotten": metrics.get("n_forgotten"),
+        "destructive_rate": metrics.get("destructive_rate"),
+        "destructive_by_split": metrics.get("destructive_rate_by_split") or {},
+        "accuracy": metrics.get("accuracy") or {},
+        "recovery": [
+            {"attack": attack, "rate": rate, "excess": excess.get(attack)}
+            for attack, rate in recovery.items()
+        ],
+        "tracking": _tracking_pairs(metrics.get("tracking")),
+        "train": metrics.get("train") or {},
+        "outcomes": Counter(r.get("outcome") or MISSING for r in forget),
+        "forget_items": [
+            _item_view(r, f"{records_path}: {name} item {r.get('item_id', '?')}") for r in forget
+        ],
+        "destroyed": [_plain_item_view(r) for r in others if r.get("outcome") == "destroyed"],
+    }
+
+
+def _outcome_rank(outcome: str | None) -> int:
+    return OUTCOME_ORDER.index(outcome) if outcome in OUTCOME_ORDER else len(OUTCOME_ORDER)
+
+
+def _tracking_pairs(tracking: dict | None) -> list[tuple[str, float | None]]:
+    tracking = tracking or {}
+    return [(label, tracking.get(field)) for field, label in TRACKING_LABELS.items() if field in tracking]
+
+
+def _plain_item_view(row: dict) -> dict:
+    """The fields every record has, retain/utility rows included."""
+    return {
+        "id": row.get("item_id", MISSING),
+        "split": row.get("split", MISSING),
+        "question": row.get("question", ""),
+        "gold": row.get("gold", ""),
+        "answer_before": row.get("answer_before", ""),
+        "answer_after": row.get("answer_after", ""),
+        "correct_before": row.get("correct_before"),
+        "correct_after": row.get("correct_after"),
+        "outcome": row.get("outcome") or MISSING,
+    }
+
+
+def _item_view(row: dict, where: str) -> dict:
+    """A forget item with its before/after heatmaps drawn on one shared scale."""
+    missing = [f for f in ("tokens", "contrib_before", "contrib_after") if row.get(f) is None]
+    if missing:
+        raise UnpactError(f"{where}: missing {', '.join(missing)}; re-run the study to regenerate records")
+    tokens = row["tokens"]
+    key_before, key_after = row.get("key_before") or [], row.get("key_after") or []
+    scale = shared_scale(row["contrib_before"], row["contrib_after"])
+    try:
+        before = token_heatmap_html(tokens, row["contrib_before"], key_before, scale)
+        after = token_heatmap_html(tokens, row["contrib_after"], key_after, scale)
+    except ValueError as e:
+        raise UnpactError(f"{where}: {e}") from None
+    return {
+        **_plain_item_view(row),
+        "open": row.get("outcome") in OPEN_OUTCOMES,
+        "keywords": row.get("keywords") or [],
+        "lp_before": row.get("lp_before"),
+        "lp_after": row.get("lp_after"),
+        "scale": scale,
+        "heatmap_before": Markup(before),
+        "heatmap_after": Markup(after),
+        "keytokens_before": [tokens[i].strip() for i in key_before],
+        "keytokens_after": [tokens[i].strip() for i in key_after],
+        "tracking": _tracking_pairs(row.get("tracking")),
+        "attacks": [
+            {
+                "name": name,
+                # Placebo attacks emphasise non-key words; they are the control, not a recovery.
+                "placebo": name.startswith("placebo"),
+                "prompt": attack.get("prompt", ""),
+                "answer": attack.get("answer", ""),
+                "correct": attack.get("correct"),
+            }
+            for name, attack in (row.get("attacks") or {}).items()
+        ],
+    }

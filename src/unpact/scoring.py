@@ -1,0 +1,157 @@
+"""The one primitive: teacher-forced answer log-probabilities, batched, and batched greedy generation.
+
+    LP(x, y) = (1/T) * sum_k log p(y_k | x ⊕ y_<k)
+
+Attribution, evaluation, recovery and the unlearning losses all go through `answer_token_logprobs`.
+Sequences are left-padded so every answer ends at the last position; the model then computes logits
+only for the last ``T_max + 1`` positions (``logits_to_keep``), not for the whole prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Packed:
+    """A left-padded batch.
+
+    input_ids, attention_mask, position_ids: [B, L]; answer_ids, answer_mask: [B, T] where T is the
+    longest answer and answer j of row b sits at sequence position L - T + j (mask 0 on prompt/pad).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    answer_ids: torch.Tensor
+    answer_mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Packed:
+        return Packed(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids,
+                                               self.answer_ids, self.answer_mask)))
+
+
+def pack(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad_id: int) -> Packed:
+    """Left-pad ``prompt ⊕ answer`` sequences into one batch (see `Packed` for shapes)."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    seqs = [list(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
+    B, L, T = len(seqs), max(map(len, seqs)), max(map(len, answers))
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((B, L), dtype=torch.long)
+    answer_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    answer_mask = torch.zeros((B, T), dtype=torch.float32)
+    for b, (s, a) in enumerate(zip(seqs, answers, strict=True)):
+        input_ids[b, L - len(s):] = torch.tensor(s)
+        attention_mask[b, L - len(s):] = 1
+        if a:
+            answer_ids[b, T - len(a):] = torch.tensor(list(a))
+            answer_mask[b, T - len(a):] = 1
+    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    return Packed(input_ids, attention_mask, position_ids, answer_ids, answer_mask)
+
+
+def answer_token_logprobs(model: torch.nn.Module, batch: Packed) -> torch.Tensor:
+    """log p(y_k | x ⊕ y_<k) for every answer token: [B, T], zero where ``answer_mask`` is 0.
+
+    Differentiable: the unlearning losses call it with gradients on.
+    """
+    T = batch.answer_ids.shape[1]
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids, logits_to_keep=T + 1, use_cache=False)
+    logits = out.logits[:, -(T + 1):-1, :].float()  # position t predicts token t+1
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch.answer_ids.unsqueeze(-1)).squeeze(-1)
+    return logp * batch.answer_mask
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (less padding), longest first."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@dataclass
+class Scores:
+    """Per item: ``mean`` = LP(x, y) [N]; ``per_token`` = list of [T_i] arrays of log-probs."""
+
+    mean: np.ndarray
+    per_token: list[np.ndarray]
+
+
+class Scorer:
+    """Scores and generates with one model and prompt format; all heavy calls are batched."""
+
+    def __init__(self, model, tokenizer, fmt, batch_size: int = 64, max_new_tokens: int = 16):
+        self.model, self.tokenizer, self.fmt = model, tokenizer, fmt
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.max_length = getattr(model.config, "max_position_embeddings", None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _check_length(self, n: int, what: str) -> None:
+        if self.max_length is not None and n > self.max_length:
+            from .errors import UnpactError
+
+            raise UnpactError(f"{what} is {n} tokens, past the model's context of {self.max_length}; "
+                              "shorten the question or answer")
+
+    @torch.no_grad()
+    def score_ids(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> Scores:
+        """LP and per-token log-probs for token-id pairs (the form attribution uses)."""
+        lengths = [len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
+        for i, n in enumerate(lengths):
+            self._check_length(n, f"prompt+answer #{i}")
+        per_token: list[np.ndarray] = [np.empty(0)] * len(prompts)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for idx in length_buckets(lengths, self.batch_size):
+                batch = pack([prompts[i] for i in idx], [answers[i] for i in idx], self.pad_id).to(self.device)
+                lp = answer_token_logprobs(self.model, batch).cpu().numpy()
+                for row, i in enumerate(idx):
+                    per_token[i] = lp[row, lp.shape[1] - len(answers[i]):].astype(np.float64)
+        finally:
+            self.model.train(was_training)
+        mean = np.array([t.mean() if t.size else np.nan for t in per_token])
+        return Scores(mean, per_token)
+
+    def score(self, questions: Sequence[str], answers: Sequence[str]) -> Scores:
+        """LP(x, y) for question/answer strings under the prompt format."""
+        return self.score_ids([self.fmt.encode(q).ids for q in questions],
+                              [self.fmt.encode_answer(a) for a in answers])
+
+    @torch.no_grad()
+    def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy continuations of prompt ids, cut at the end of the answer line."""
+        max_new = max_new_tokens or self.max_new_tokens
+        outputs: list[str] = [""] * len(prompts)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for idx in length_buckets([len(p) for p in prompts], self.batch_size):
+                self._check_length(max(len(prompts[i]) for i in idx) + max_new, "prompt+generation")
+                batch = pack([prompts[i] for i in idx], [[] for _ in idx], self.pad_id).to(self.device)
+                gen = self.model.generate(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    max_new_tokens=max_new, do_sample=False, pad_token_id=self.pad_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                )
+                new = gen[:, batch.input_ids.shape[1]:]
+                for row, i in enumerate(idx):
+                    text = self.tokenizer.decode(new[row], skip_special_tokens=True)
+                    outputs[i] = self.fmt.clean_generation(text)
+        finally:
+            self.model.train(was_training)
+        return outputs
+
+    def generate(self, questions: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy answers to questions under the prompt format."""
+        return self.generate_ids([self.fmt.encode(q).ids for q in questions], max_new_tokens)

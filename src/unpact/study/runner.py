@@ -1,0 +1,246 @@
+"""The unPact study on the built-in benchmark and model:
+
+    prepare → (per method) unlearn → attribute before/after → recover → evaluate → report
+
+Every stage's result is written atomically into the run directory and reused when the run is
+started again with the same settings, so an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..attribution import aggregate, key_tokens, loo_attributions, track
+from ..config import StudyConfig
+from ..data import SPLITS, Item, builtin
+from ..evaluation import correctness, destructive_rate, forget_efficacy, quadrant, recovery_rate
+from ..io import read_json, write_json, write_jsonl
+from ..models import PlainFormat, load_model
+from ..models.builtin import prepare_builtin
+from ..recovery import focus_on_key, keyword_words, placebo_words
+from ..report import render_report
+from ..scoring import Scorer
+from ..unlearn import unlearn
+from .progress import Reporter
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Study:
+    """One run directory and the state shared by its stages."""
+
+    def __init__(self, cfg: StudyConfig, out: str | Path, reporter: Reporter | None = None):
+        self.cfg, self.out = cfg, Path(out)
+        self.ui = reporter or Reporter(quiet=True)
+        self.splits: dict[str, list[Item]] = {}
+
+    # -- stages --------------------------------------------------------------------------------
+
+    def prepare(self) -> dict:
+        """Generate the benchmark into ``out/data`` and prepare (or reuse) the built-in model."""
+        d = self.cfg.data
+        self.splits = builtin.generate(seed=d.seed, n_entities=d.n_entities, forget_fraction=d.forget_fraction)
+        builtin.save(self.splits, self.out / "data")
+        items = [it for s in SPLITS for it in self.splits[s]]
+        with self.ui.bar("prepare built-in model (epochs)", self.cfg.model.max_epochs) as bar:
+            info, reused = prepare_builtin(items, self.out / "model", self.cfg.model, bar)
+        self.ui.info(f"model: {'reused' if reused else 'trained'} {info['parameters']:,} parameters, "
+                     f"greedy accuracy {info['accuracy']:.1%} ({info['train_seconds']} s to train)")
+        return info
+
+    def _scorer(self, model, tokenizer) -> Scorer:
+        return Scorer(model, tokenizer, PlainFormat(tokenizer), batch_size=self.cfg.batch_size)
+
+    def _answers(self, scorer: Scorer) -> dict[str, dict]:
+        """Greedy answers and correctness per split: {split: {"answers": [...], "correct": [...]}}."""
+        out = {}
+        for split in SPLITS:
+            items = self.splits[split]
+            answers = scorer.generate([it.question for it in items])
+            ok = correctness(answers, [it.answer for it in items], self.cfg.evaluation.rouge_threshold)
+            out[split] = {"answers": answers, "correct": ok.tolist()}
+        return out
+
+    def _attribute(self, scorer: Scorer, items: list[Item]) -> list[dict]:
+        """LOO attributions of the gold answers, with KeyTokens and their question words."""
+        a = self.cfg.attribution
+        rows = []
+        for attr in loo_attributions(scorer, [it.question for it in items], [it.answer for it in items]):
+            key = key_tokens(attr.contributions, a.alpha, a.beta)
+            rows.append({"tokens": attr.tokens, "contributions": attr.contributions.tolist(), "lp": attr.lp,
+                         "key": key, "keywords": keyword_words(attr, key)})
+        return rows
+
+    def base(self) -> dict:
+        """Original model: answers on every split and attributions (oracle KeyTokens) on every item."""
+        path = self.out / "base.json"
+        key = _digest([self.cfg.data, self.cfg.model, self.cfg.attribution, self.cfg.evaluation])
+        if path.is_file() and (cached := read_json(path)).get("key") == key:
+            return cached
+        model, tok = load_model(self.out / "model")
+        scorer = self._scorer(model, tok)
+        self.ui.info("original model: answering and attributing every item")
+        answers = self._answers(scorer)
+        attributions = {s: self._attribute(scorer, self.splits[s]) for s in SPLITS}
+        result = {"key": key, "answers": answers, "attributions": attributions}
+        write_json(path, result)
+        return result
+
+    def run_method(self, index: int, base: dict) -> dict:
+        """Unlearn with one method, then evaluate, attribute, attack; cached in ``methods/NAME``."""
+        mcfg = self.cfg.methods[index]
+        folder = self.out / "methods" / mcfg.method
+        key = _digest([base["key"], asdict(mcfg), self.cfg.recovery, self.cfg.evaluation])
+        if (folder / "result.json").is_file() and (cached := read_json(folder / "result.json")).get("key") == key:
+            self.ui.info(f"{mcfg.method}: reusing finished result")
+            return cached
+        model, tok = load_model(self.out / "model")
+        forget, retain = self.splits["forget"], self.splits["retain"]
+        steps = mcfg.epochs * -(-len(forget) // mcfg.batch_size)
+        with self.ui.bar(f"{mcfg.method}: unlearning (steps)", steps) as bar:
+            train_logs = unlearn(model, tok, PlainFormat(tok), forget, retain, mcfg, bar)
+        tmp = folder / ".model.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        shutil.rmtree(folder / "model", ignore_errors=True)
+        tmp.rename(folder / "model")
+
+        scorer = self._scorer(model, tok)
+        self.ui.info(f"{mcfg.method}: evaluating, attributing and attacking")
+        answers = self._answers(scorer)
+        after = self._attribute(scorer, forget)
+        attacks = self._attacks(scorer, base)
+        result = {"key": key, "method": mcfg.method, "train": train_logs, "answers": answers,
+                  "attributions": after, "attacks": attacks}
+        write_json(folder / "result.json", result)
+        return result
+
+    def _attacks(self, scorer: Scorer, base: dict) -> dict:
+        """FocusOnKey with oracle keywords (from the original model) and placebo keywords, per style,
+        on forget items; the oracle rewrite also on retain/utility items as the do-no-harm control."""
+        out: dict[str, dict] = {}
+        for style in self.cfg.recovery.styles:
+            for split in SPLITS:
+                items = self.splits[split]
+                questions = [it.question for it in items]
+                oracle = [a["keywords"] for a in base["attributions"][split]]
+                prompts, answers = focus_on_key(scorer, questions, oracle, style)
+                out[f"focus_on_key:{style}:{split}"] = {"prompts": prompts, "answers": answers}
+                if split == "forget":
+                    placebo = [placebo_words(it.question, kw, random.Random(f"{self.cfg.seed}:{it.id}"))
+                               for it, kw in zip(items, oracle, strict=True)]
+                    prompts, answers = focus_on_key(scorer, questions, placebo, style)
+                    out[f"placebo:{style}:{split}"] = {"prompts": prompts, "answers": answers, "keywords": placebo}
+        for entry, name in ((v, k) for k, v in out.items()):
+            split = name.rsplit(":", 1)[1]
+            entry["correct"] = correctness(entry["answers"], [it.answer for it in self.splits[split]],
+                                           self.cfg.evaluation.rouge_threshold).tolist()
+        return out
+
+    # -- metrics and records -------------------------------------------------------------------
+
+    def method_metrics(self, base: dict, res: dict) -> dict:
+        """The dilemma rates, tracking aggregates and controls of one method (see DESIGN.md)."""
+        ev = self.cfg.evaluation
+        cb = {s: np.array(base["answers"][s]["correct"]) for s in SPLITS}
+        ca = {s: np.array(res["answers"][s]["correct"]) for s in SPLITS}
+        keep_before = np.concatenate([cb["retain"], cb["utility"]])
+        keep_after = np.concatenate([ca["retain"], ca["utility"]])
+        recovery, excess, control = {}, {}, {}
+        for style in self.cfg.recovery.styles:
+            hit = np.array(res["attacks"][f"focus_on_key:{style}:forget"]["correct"])
+            placebo = np.array(res["attacks"][f"placebo:{style}:forget"]["correct"])
+            r, p = recovery_rate(cb["forget"], ca["forget"], hit), recovery_rate(cb["forget"], ca["forget"], placebo)
+            recovery[f"focus_on_key:{style}"], recovery[f"placebo:{style}"] = r, p
+            excess[f"focus_on_key:{style}"] = None if r is None else r - (p or 0.0)
+            kept = np.concatenate([np.array(res["attacks"][f"focus_on_key:{style}:{s}"]["correct"])
+                                   for s in ("retain", "utility")])
+            known_after = keep_after.astype(bool)
+            control[style] = float(kept[known_after].mean()) if known_after.any() else None
+        destructive = destructive_rate(keep_before, keep_after)
+        best_excess = max((v for v in excess.values() if v is not None), default=None)
+        known = cb["forget"].astype(bool)
+        tracking_rows = [track(np.array(b["contributions"]), np.array(a["contributions"]),
+                               self.cfg.attribution.alpha, self.cfg.attribution.beta)
+                         for b, a, k in zip(base["attributions"]["forget"], res["attributions"], known, strict=True) if k]
+        return {
+            "forget_efficacy": forget_efficacy(cb["forget"], ca["forget"]),
+            "n_known": int(known.sum()), "n_forgotten": int((known & ~ca["forget"].astype(bool)).sum()),
+            "recovery_rate": recovery, "recovery_excess": excess,
+            "rewrite_control": control,
+            "destructive_rate": destructive,
+            "destructive_rate_by_split": {s: destructive_rate(cb[s], ca[s]) for s in ("retain", "utility")},
+            "accuracy": {s: float(ca[s].mean()) for s in SPLITS},
+            "quadrant": quadrant(best_excess, destructive, ev.recovery_threshold, ev.destructive_threshold),
+            "tracking": aggregate(tracking_rows),
+            "train": {k: res["train"][k] for k in ("steps", "seconds", "final_loss")},
+        }
+
+    def records(self, base: dict, res: dict) -> list[dict]:
+        """Per-item records of one method: forget items in full, retain/utility answers and outcome."""
+        rows = []
+        styles = self.cfg.recovery.styles
+        for split in SPLITS:
+            for i, it in enumerate(self.splits[split]):
+                before_ok = bool(base["answers"][split]["correct"][i])
+                after_ok = bool(res["answers"][split]["correct"][i])
+                row = {"method": res["method"], "item_id": it.id, "split": split, "question": it.question,
+                       "gold": it.answer, "answer_before": base["answers"][split]["answers"][i],
+                       "answer_after": res["answers"][split]["answers"][i],
+                       "correct_before": before_ok, "correct_after": after_ok}
+                if split != "forget":
+                    row["outcome"] = "not_known" if not before_ok else "kept" if after_ok else "destroyed"
+                    rows.append(row)
+                    continue
+                b, a = base["attributions"]["forget"][i], res["attributions"][i]
+                t = track(np.array(b["contributions"]), np.array(a["contributions"]),
+                          self.cfg.attribution.alpha, self.cfg.attribution.beta)
+                attacks = {}
+                for style in styles:
+                    for kind in ("focus_on_key", "placebo"):
+                        att = res["attacks"][f"{kind}:{style}:forget"]
+                        attacks[f"{kind}:{style}"] = {"prompt": att["prompts"][i], "answer": att["answers"][i],
+                                                      "correct": bool(att["correct"][i])}
+                recovered = any(v["correct"] for k, v in attacks.items() if k.startswith("focus_on_key"))
+                outcome = ("not_known" if not before_ok else "kept" if after_ok
+                           else "recovered" if recovered else "forgotten")
+                row.update({
+                    "tokens": b["tokens"], "contrib_before": b["contributions"], "contrib_after": a["contributions"],
+                    "key_before": t.pop("key_before"), "key_after": t.pop("key_after"),
+                    "lp_before": b["lp"], "lp_after": a["lp"], "keywords": b["keywords"],
+                    "attacks": attacks, "outcome": outcome, "tracking": t,
+                })
+                rows.append(row)
+        return rows
+
+    def run(self) -> dict:
+        """The whole study; returns the metrics also written to ``metrics.json``."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "config.json", self.cfg.to_dict())
+        info = self.prepare()
+        base = self.base()
+        results = [self.run_method(i, base) for i in range(len(self.cfg.methods))]
+        metrics = {
+            "model": {"path": str(self.out / "model"), "parameters": info["parameters"], "accuracy": info["accuracy"],
+                      "train_seconds": info["train_seconds"]},
+            "base": {"accuracy": {s: float(np.mean(base["answers"][s]["correct"])) for s in SPLITS}},
+            "thresholds": {"recovery": self.cfg.evaluation.recovery_threshold,
+                           "destructive": self.cfg.evaluation.destructive_threshold,
+                           "rouge": self.cfg.evaluation.rouge_threshold},
+            "keytokens": {"alpha": self.cfg.attribution.alpha, "beta": self.cfg.attribution.beta},
+            "methods": {r["method"]: self.method_metrics(base, r) for r in results},
+        }
+        write_jsonl(self.out / "records.jsonl", (row for r in results for row in self.records(base, r)))
+        write_json(self.out / "metrics.json", metrics)
+        render_report(self.out)
+        return metrics

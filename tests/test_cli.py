@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pytest
+
+from unpact.attribution import loo_attributions
+from unpact.cli import main
+from unpact.models import PlainFormat, load_model
+from unpact.scoring import Scorer
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in err, err
+
+
+def test_unknown_method(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "unlearn", "--model", str(tmp_path), "--method", "GradAscent", "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "unknown unlearning method 'GradAscent'", "GA_GDR")
+
+
+def test_model_folder_problems(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "attribute", "--model", str(tmp_path / "none"), "--prompt", "Q?", "--answer", "A")
+    assert_one_line_error(code, err, "model folder not found", "unpact prepare")
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"], "model_type": "bert"}))
+    code, _, err = run_cli(capsys, "attribute", "--model", str(bert), "--prompt", "Q?", "--answer", "A")
+    assert_one_line_error(code, err, "BertForMaskedLM is not a causal language model")
+    pickle = tmp_path / "pickle"
+    pickle.mkdir()
+    (pickle / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (pickle / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    code, _, err = run_cli(capsys, "attribute", "--model", str(pickle), "--prompt", "Q?", "--answer", "A")
+    assert_one_line_error(code, err, "no .safetensors weights", "pytorch_model.bin", "convert them to safetensors")
+
+
+def test_data_file_with_missing_field_or_empty_answer(capsys, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "forget.jsonl").write_text(json.dumps({"id": "f1", "question": "Who?", "answer": ""}) + "\n")
+    (data / "retain.jsonl").write_text(json.dumps({"id": "r1", "answer": "x"}) + "\n")
+    args = ("unlearn", "--model", str(tmp_path), "--method", "GA_GDR", "--out", str(tmp_path / "o"), "--data", str(data))
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, f"{data / 'forget.jsonl'}:1", "field 'answer' is empty")
+    (data / "forget.jsonl").write_text(json.dumps({"id": "f1", "question": "Who?", "answer": "me"}) + "\n")
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, f"{data / 'retain.jsonl'}:1", "missing field 'question'")
+
+
+def test_methods_lists_every_method_with_defaults(capsys):
+    code, out, _ = run_cli(capsys, "methods")
+    assert code == 0
+    assert "GA_GDR" in out and "NPO_GDR" in out and "beta=0.1" in out
+
+
+def test_attribute_json_matches_the_library(capsys, study):
+    run, _ = study
+    q, a = "Where was Marthe Bramley born?", "Drennick"
+    code, out, _ = run_cli(capsys, "attribute", "--model", str(run / "model"), "--prompt", q, "--answer", a, "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert set(rows[0]) == {"token", "contribution", "key"}
+    assert "".join(r["token"] for r in rows).strip() == q
+    assert any(r["key"] for r in rows)
+    model, tok = load_model(run / "model")
+    (attr,) = loo_attributions(Scorer(model, tok, PlainFormat(tok)), [q], [a])
+    np.testing.assert_allclose([r["contribution"] for r in rows], attr.contributions, atol=1e-6)
+    code, out, _ = run_cli(capsys, "attribute", "--model", str(run / "model"), "--prompt", q, "--answer", a)
+    assert code == 0 and "KeyTokens" in out and "Bram" in out
+
+
+@pytest.mark.parametrize("argv", [["attribute", "--model", "m", "--prompt", " ", "--answer", "A"]])
+def test_empty_prompt(capsys, argv):
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, "--prompt and --answer must be non-empty")

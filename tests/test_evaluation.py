@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from unpact.evaluation import (
+    correctness,
+    destructive_rate,
+    forget_efficacy,
+    is_correct,
+    quadrant,
+    recovery_rate,
+    rouge_l_recall,
+)
+
+
+def test_correctness_rules():
+    assert is_correct("Drennick", "Drennick")
+    assert is_correct("She was born in Drennick.", "Drennick")
+    assert not is_correct("seventeen", "seven")  # whole words only
+    assert not is_correct("", "cold")
+    assert rouge_l_recall("the harp", "the harp and the lute") == pytest.approx(2 / 5)
+    assert is_correct("harp and the lute", "the harp and the lute", threshold=0.75)
+    assert not is_correct("the harp", "the harp and the lute", threshold=0.75)
+    assert correctness(["cold", "warm"], ["cold", "cold"]).tolist() == [True, False]
+
+
+def test_rates_on_a_hand_built_case():
+    # 6 forget items: items 0-4 known before; 1, 2, 3 forgotten after; item 5 never known.
+    before = np.array([1, 1, 1, 1, 1, 0], bool)
+    after = np.array([1, 0, 0, 0, 0, 0], bool)
+    after[4] = True
+    attacked = np.array([0, 1, 0, 0, 0, 1], bool)  # item 5 "recovered" but was never known: not counted
+    assert forget_efficacy(before, after) == pytest.approx(3 / 5)
+    assert recovery_rate(before, after, attacked) == pytest.approx(1 / 3)
+    keep_before = np.array([1, 1, 1, 1, 0], bool)
+    keep_after = np.array([1, 1, 0, 0, 1], bool)   # 4/5 → 3/5
+    assert destructive_rate(keep_before, keep_after) == pytest.approx((0.8 - 0.6) / 0.8)
+    assert forget_efficacy(np.zeros(3, bool), np.zeros(3, bool)) is None
+    assert recovery_rate(before, before, attacked) is None
+
+
+def test_quadrants():
+    assert quadrant(0.05, 0.05) == "reliable"
+    assert quadrant(0.5, 0.05) == "insufficient"
+    assert quadrant(0.05, 0.5) == "destructive"
+    assert quadrant(0.5, 0.5) == "insufficient+destructive"
+    assert quadrant(None, None) == "reliable"
+    assert quadrant(0.3, 0.1, recovery_threshold=0.4) == "reliable"

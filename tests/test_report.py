@@ -1,0 +1,249 @@
+"""Report stage: HTML report from a fake run directory, heatmap colours and scale, console output."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+from rich.console import Console
+
+from unpact.errors import UnpactError
+from unpact.report import (
+    print_summary,
+    render_report,
+    summary_table,
+    token_heatmap_html,
+    token_heatmap_text,
+)
+from unpact.report.console import summary_rows
+from unpact.report.heatmap import NEGATIVE_RGB, POSITIVE_RGB, colour, shared_scale
+
+METHODS = {"GA_GDR": "reliable", "NPO_GDR": "insufficient+destructive"}
+TOKENS = [" Where", " was", " Mar", "the", " <script>", " born", "?"]
+# The peak |C| of each item (2.0) sits in the *after* attribution, so the before heatmap must be drawn
+# on the after scale: its 1.0 token at half intensity, never at full.
+BEFORE = [0.1, -0.02, 1.0, 0.4, 0.9, 0.05, 0.01]
+AFTER = [0.0, 0.01, -2.0, 0.1, 0.3, 0.02, -0.01]
+OUTCOMES = ["recovered", "forgotten", "kept"]
+
+
+def _method_metrics(quadrant: str) -> dict:
+    return {
+        "forget_efficacy": 0.85,
+        "n_known": 3,
+        "n_forgotten": 2,
+        "recovery_rate": {"focus_on_key:instruction": 0.5, "placebo:instruction": None},
+        "recovery_excess": {"focus_on_key:instruction": 0.5},
+        "destructive_rate": 0.5,
+        "destructive_rate_by_split": {"retain": 0.5},
+        "accuracy": {"forget": 0.15, "retain": 0.5, "utility": None},
+        "quadrant": quadrant,
+        "tracking": {
+            "jaccard": 0.4,
+            "focus_retention": 0.5,
+            "spearman": 0.3,
+            "mass_before": 3.2,
+            "mass_after": 1.1,
+        },
+        "train": {"steps": 50, "seconds": 6.1, "final_loss": -3.2},
+    }
+
+
+def _forget_row(method: str, n: int, outcome: str) -> dict:
+    return {
+        "method": method,
+        "item_id": f"forget-{n:03d}",
+        "split": "forget",
+        "question": f"Where was Marthe {n} born?",
+        "gold": "Drennick",
+        "tokens": TOKENS,
+        "contrib_before": BEFORE,
+        "contrib_after": AFTER,
+        "key_before": [2, 4],
+        "key_after": [2],
+        "lp_before": -0.05,
+        "lp_after": -4.2,
+        "answer_before": "Drennick",
+        "answer_after": "Ostrith",
+        "correct_before": True,
+        "correct_after": outcome == "kept",
+        "keywords": ["Marthe"],
+        "attacks": {
+            "focus_on_key:instruction": {
+                "prompt": "Focus on Marthe. Where was Marthe born?",
+                "answer": "Drennick",
+                "correct": outcome == "recovered",
+            },
+            "placebo:instruction": {
+                "prompt": "Focus on born. Where was Marthe born?",
+                "answer": "Ostrith",
+                "correct": False,
+            },
+        },
+        "outcome": outcome,
+        "tracking": {
+            "jaccard": 0.5,
+            "focus_retention": 0.6,
+            "spearman": None,
+            "mass_before": 3.0,
+            "mass_after": 0.6,
+        },
+    }
+
+
+def _retain_row(method: str, n: int, outcome: str) -> dict:
+    return {
+        "method": method,
+        "item_id": f"retain-{n:03d}",
+        "split": "retain",
+        "question": f"Retain question {n} of {method}?",
+        "gold": "Yes",
+        "answer_before": "Yes",
+        "answer_after": "Yes" if outcome == "kept" else "No",
+        "correct_before": True,
+        "correct_after": outcome == "kept",
+        "outcome": outcome,
+    }
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    metrics = {
+        "model": {"path": "runs/demo/model", "parameters": 984192, "accuracy": 0.99},
+        "base": {"accuracy": {"forget": 1.0, "retain": 0.99, "utility": 1.0}},
+        "thresholds": {"recovery": 0.2, "destructive": 0.2, "rouge": 0.75},
+        "keytokens": {"alpha": 0.1, "beta": 3},
+        "methods": {name: _method_metrics(quadrant) for name, quadrant in METHODS.items()},
+    }
+    rows = []
+    for method in METHODS:
+        rows += [_forget_row(method, n, outcome) for n, outcome in enumerate(OUTCOMES)]
+        rows += [_retain_row(method, 0, "kept"), _retain_row(method, 1, "destroyed")]
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture
+def report_html(run_dir) -> str:
+    path = render_report(run_dir)
+    assert path == run_dir / "report.html"
+    return path.read_text(encoding="utf-8")
+
+
+def test_report_is_written_atomically(run_dir):
+    render_report(str(run_dir))
+    assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.json", "records.jsonl", "report.html"]
+
+
+def test_report_has_before_and_after_heatmap_for_every_forget_item(report_html):
+    assert report_html.count('class="heatmap"') == len(METHODS) * len(OUTCOMES) * 2
+
+
+def test_report_escapes_tokens(report_html):
+    assert "<script" not in report_html
+    assert "&lt;script&gt;" in report_html
+
+
+def test_report_names_methods_quadrants_and_destroyed_items(report_html):
+    for method in METHODS:
+        assert method in report_html
+        assert f"Retain question 1 of {method}?" in report_html  # the destroyed one
+        assert f"Retain question 0 of {method}?" not in report_html  # kept: not listed
+    assert "reliable" in report_html
+    assert "insufficient+destructive" in report_html
+
+
+def test_report_is_self_contained(report_html):
+    assert "http://" not in report_html and "https://" not in report_html
+    assert not re.search(r"<(link|script|img|iframe)\b", report_html)
+
+
+def test_report_draws_before_and_after_on_one_scale(report_html):
+    # Both heatmaps are scaled by the item's peak |C| (2.0, in the after attribution). The trailing ";"
+    # restricts the match to token spans (the legend's colour chips use the full hues too).
+    assert f"background:{colour(-2.0, 2.0)};" in report_html
+    assert f"background:{colour(1.0, 2.0)};" in report_html
+    assert f"background:{colour(1.0, 1.0)};" not in report_html
+
+
+def test_report_shows_null_metrics_as_dash(report_html):
+    assert "None" not in report_html
+    assert "–" in report_html
+
+
+def test_missing_inputs_raise_unpact_error(tmp_path, run_dir):
+    with pytest.raises(UnpactError, match=r"metrics\.json.*unpact demo"):
+        render_report(tmp_path / "nowhere")
+    (run_dir / "records.jsonl").unlink()
+    with pytest.raises(UnpactError, match=r"records\.jsonl.*unpact demo"):
+        render_report(run_dir)
+
+
+def test_mismatched_record_raises_unpact_error_naming_the_item(run_dir):
+    rows = (run_dir / "records.jsonl").read_text(encoding="utf-8").splitlines()
+    bad = json.loads(rows[0]) | {"contrib_after": [0.0]}
+    (run_dir / "records.jsonl").write_text(json.dumps(bad) + "\n", encoding="utf-8")
+    with pytest.raises(UnpactError, match=r"forget-000.*7 tokens but 1 contributions"):
+        render_report(run_dir)
+
+
+def test_colours_by_sign_and_full_intensity_at_scale():
+    assert colour(1.0, 1.0) != colour(-1.0, 1.0)
+    assert colour(1.0, 1.0) == "#{:02x}{:02x}{:02x}".format(*POSITIVE_RGB)
+    assert colour(-1.0, 1.0) == "#{:02x}{:02x}{:02x}".format(*NEGATIVE_RGB)
+    assert colour(0.0, 1.0) == colour(None, 1.0) == "#ffffff"
+    assert colour(5.0, 1.0) == colour(1.0, 1.0)  # clamped beyond the scale
+
+
+def test_heatmap_scale_defaults_to_peak_and_guards_zero():
+    html = token_heatmap_html(["a", "b"], [0.5, -0.25])
+    assert f"background:{colour(0.5, 0.5)}" in html  # the peak token is at full intensity
+    assert f"background:{colour(-0.25, 0.5)}" in html
+    assert shared_scale([0.0, 0.0], []) == 1.0
+    assert "#ffffff" in token_heatmap_html(["a"], [0.0])
+
+
+def test_heatmap_span_details():
+    html = token_heatmap_html([" Where", "<b>"], [0.12345, -1.0], key=[1])
+    assert html.count('class="heatmap"') == 1
+    assert html.count("<span") == 2
+    assert ' <span class="tok"' in html  # the leading space stays visible, outside the box
+    assert 'title="C = +0.1235"' in html
+    assert 'class="tok key"' in html and "C = -1.0000 · KeyToken" in html
+    assert "&lt;b&gt;" in html and "<b>" not in html
+
+
+def test_heatmap_rejects_misaligned_input():
+    with pytest.raises(ValueError, match="2 tokens but 1 contributions"):
+        token_heatmap_html(["a", "b"], [1.0])
+    with pytest.raises(ValueError, match="out of range"):
+        token_heatmap_html(["a"], [1.0], key=[3])
+
+
+def test_summary_table_has_one_row_per_method(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert summary_table(metrics).row_count == len(METHODS)
+    header, rows = summary_rows(metrics)
+    assert header[0] == "Method" and header[-1] == "Quadrant"
+    assert "Recovery FocusOnKey:instruction (placebo)" in header
+    assert not any("Recovery placebo" in h for h in header)  # placebo sits beside its attack
+    ga = dict(zip(header, rows[0], strict=True))
+    assert ga["Forget efficacy"] == "85.0%"
+    assert ga["Recovery FocusOnKey:instruction (placebo)"] == "50.0% (–)"
+    assert ga["Utility acc"] == "–"
+    assert ga["KeyToken Jaccard"] == "0.40"
+    assert ga["Quadrant"] == "reliable"
+
+    out = io.StringIO()
+    print_summary(metrics, Console(file=out, width=250))
+    assert "NPO_GDR" in out.getvalue() and "85.0%" in out.getvalue()
+
+
+def test_token_heatmap_text_keeps_tokens_and_marks_keytokens():
+    text = token_heatmap_text(TOKENS, BEFORE, key=[2])
+    assert text.plain == "".join(TOKENS)
+    key_style = next(span.style for span in text.spans if text.plain[span.start : span.end] == " Mar".strip())
+    assert key_style.bold and key_style.underline

@@ -1,0 +1,66 @@
+"""The demo study end to end (shared fixture `study`, run once per session)."""
+
+import json
+import os
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from unpact.config import StudyConfig
+from unpact.io import read_jsonl
+from unpact.study import Study
+
+RETAIN_FLOOR = 0.85  # unlearning may cost some retain answers, never most of them
+
+
+def test_built_in_model_memorises_its_facts_and_is_a_standard_hf_folder(study):
+    run, metrics = study
+    assert metrics["model"]["accuracy"] >= 0.99
+    for split, acc in metrics["base"]["accuracy"].items():
+        assert acc >= 0.97, split
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (run / "model" / name).is_file()
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 2e6
+    assert tok.pad_token_id is not None and tok.eos_token_id is not None
+
+
+@pytest.mark.parametrize("method", ["GA_GDR", "NPO_GDR"])
+def test_unlearning_forgets_while_retain_stays_above_floor(study, method):
+    _, metrics = study
+    m = metrics["methods"][method]
+    assert m["forget_efficacy"] >= 0.5
+    assert m["accuracy"]["forget"] <= metrics["base"]["accuracy"]["forget"] - 0.5
+    assert m["accuracy"]["retain"] >= RETAIN_FLOOR
+    assert m["quadrant"] in ("reliable", "insufficient", "destructive", "insufficient+destructive")
+    for attack, rate in m["recovery_rate"].items():
+        assert rate is None or 0 <= rate <= 1, attack
+    assert 0 <= m["tracking"]["jaccard"] <= 1 and 0 <= m["tracking"]["focus_retention"] <= 1
+
+
+def test_records_and_report_cover_every_forget_item(study):
+    run, metrics = study
+    rows = read_jsonl(run / "records.jsonl")
+    n_forget = len([r for r in rows if r["split"] == "forget"]) // len(metrics["methods"])
+    assert n_forget == 40
+    for r in rows:
+        if r["split"] == "forget":
+            assert len(r["tokens"]) == len(r["contrib_before"]) == len(r["contrib_after"]) > 0
+            assert r["outcome"] in ("kept", "forgotten", "recovered", "not_known")
+            assert all(k < len(r["tokens"]) for k in r["key_before"])
+            assert set(r["attacks"]) == {"focus_on_key:instruction", "placebo:instruction"}
+            assert r["keywords"] and all(w in r["question"] for w in r["keywords"])
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert html.count('class="heatmap"') == 2 * n_forget * len(metrics["methods"])
+    assert "GA_GDR" in html and "NPO_GDR" in html
+
+
+def test_rerun_resumes_from_finished_stages(study):
+    run, metrics = study
+    result = run / "methods" / "GA_GDR" / "result.json"
+    stamp = result.stat().st_mtime_ns
+    again = Study(StudyConfig(), run).run()
+    assert result.stat().st_mtime_ns == stamp  # reused, not recomputed
+    assert json.dumps(again, sort_keys=True) == json.dumps(metrics, sort_keys=True)
+    assert not [p for p in os.listdir(run) if p.endswith(".tmp") or p.endswith(".partial")]
