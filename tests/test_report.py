@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
 
+import matplotlib.image
 import pytest
 from rich.console import Console
 
@@ -19,6 +21,9 @@ from unpact.report import (
 )
 from unpact.report.console import summary_rows
 from unpact.report.heatmap import NEGATIVE_RGB, POSITIVE_RGB, colour, shared_scale
+from unpact.report.plots import dilemma_plot, dilemma_points
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 METHODS = {"GA_GDR": "reliable", "NPO_GDR": "insufficient+destructive"}
 TOKENS = [" Where", " was", " Mar", "the", " <script>", " born", "?"]
@@ -36,6 +41,7 @@ def _method_metrics(quadrant: str) -> dict:
         "n_forgotten": 2,
         "recovery_rate": {"focus_on_key:instruction": 0.5, "placebo:instruction": None},
         "recovery_excess": {"focus_on_key:instruction": 0.5},
+        "rewrite_control": {"instruction": 0.875},
         "destructive_rate": 0.5,
         "destructive_rate_by_split": {"retain": 0.5},
         "accuracy": {"forget": 0.15, "retain": 0.5, "utility": None},
@@ -135,7 +141,12 @@ def report_html(run_dir) -> str:
 
 def test_report_is_written_atomically(run_dir):
     render_report(str(run_dir))
-    assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.json", "records.jsonl", "report.html"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "dilemma.png",
+        "metrics.json",
+        "records.jsonl",
+        "report.html",
+    ]
 
 
 def test_report_has_before_and_after_heatmap_for_every_forget_item(report_html):
@@ -158,7 +169,11 @@ def test_report_names_methods_quadrants_and_destroyed_items(report_html):
 
 def test_report_is_self_contained(report_html):
     assert "http://" not in report_html and "https://" not in report_html
-    assert not re.search(r"<(link|script|img|iframe)\b", report_html)
+    assert not re.search(r"<(link|script|iframe)\b", report_html)
+    # The only image is the dilemma plot, inline as a data URI.
+    assert re.findall(r"<img\b[^>]*\bsrc=\"(data:image/png;base64,)?", report_html) == [
+        "data:image/png;base64,"
+    ]
 
 
 def test_report_draws_before_and_after_on_one_scale(report_html):
@@ -247,3 +262,48 @@ def test_token_heatmap_text_keeps_tokens_and_marks_keytokens():
     assert text.plain == "".join(TOKENS)
     key_style = next(span.style for span in text.spans if text.plain[span.start : span.end] == " Mar".strip())
     assert key_style.bold and key_style.underline
+
+
+def test_report_embeds_dilemma_plot_and_writes_it_beside_the_page(run_dir, report_html):
+    png = (run_dir / "dilemma.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE)
+    image = matplotlib.image.imread(run_dir / "dilemma.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    embedded = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', report_html)
+    assert embedded and base64.b64decode(embedded.group(1)) == png
+    assert f'width="{image.shape[1]}" height="{image.shape[0]}"' in report_html
+
+
+def test_dilemma_plot_is_deterministic_and_survives_odd_values(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics["methods"]["far"] = {"destructive_rate": 1.4, "recovery_excess": {"a": None, "b": -0.2, "c": 1.2}}
+    metrics["methods"]["empty"] = {"destructive_rate": None, "recovery_excess": {"a": None}}
+    png = dilemma_plot(metrics)
+    assert png.startswith(PNG_SIGNATURE)
+    assert png == dilemma_plot(metrics)  # no timestamp or version in the bytes
+    assert b"Software" not in png and b"matplotlib" not in png.lower()
+    points = {name: (x, y) for name, x, y, _ in dilemma_points(metrics)}
+    assert points["GA_GDR"] == (0.5, 0.5)
+    assert points["far"] == (1.4, 1.2)  # the best non-null excess
+    assert points["empty"] == (0.0, 0.0)  # nulls count as 0
+    assert dilemma_plot({}).startswith(PNG_SIGNATURE)  # no methods, no thresholds: still a plot
+
+
+def test_report_shows_recovery_beside_placebo_and_the_do_no_harm_control(report_html):
+    assert "do-no-harm control" in report_html
+    assert "87.5%" in report_html  # rewrite_control
+    assert "excess over placebo" in report_html and "placebo rate" in report_html
+    assert "only the excess over placebo is evidence" in report_html.lower()
+    # The fixture's excess (50%) and destructive rate (50%) both reach their 20% thresholds: flagged.
+    assert re.search(r'class="num alert">50\.0% \(–\)<', report_html)
+    assert re.search(r'class="alert">50\.0%<', report_html)
+
+
+def test_report_clips_runaway_answers(run_dir):
+    rows = (run_dir / "records.jsonl").read_text(encoding="utf-8").splitlines()
+    row = json.loads(rows[0])
+    row["attacks"]["focus_on_key:instruction"]["answer"] = "Sorrowfen" * 20
+    (run_dir / "records.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    assert f'title="{"Sorrowfen" * 20}"' in html  # the full answer stays available as a tooltip
+    assert "Sorrowfen" * 20 + "<" not in html  # but the cell shows a cut version

@@ -39,7 +39,9 @@ def recovery_attacks(metrics: dict) -> list[str]:
     """Every non-placebo attack named in any method's ``recovery_rate``, in first-seen order."""
     seen: dict[str, None] = {}
     for method in (metrics.get("methods") or {}).values():
-        seen.update(dict.fromkeys(a for a in method.get("recovery_rate") or {} if not a.startswith("placebo")))
+        seen.update(
+            dict.fromkeys(a for a in method.get("recovery_rate") or {} if not a.startswith("placebo"))
+        )
     return list(seen)
 
 
@@ -75,7 +77,10 @@ def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
             [
                 name,
                 format_rate(method.get("forget_efficacy")),
-                *(f"{format_rate(recovery.get(a))} ({format_rate(recovery.get(placebo_of(a)))})" for a in attacks),
+                *(
+                    f"{format_rate(recovery.get(a))} ({format_rate(recovery.get(placebo_of(a)))})"
+                    for a in attacks
+                ),
                 format_rate(method.get("destructive_rate")),
                 format_rate(accuracy.get("retain")),
                 format_rate(accuracy.get("utility")),

@@ -1,11 +1,13 @@
 """The HTML report: one self-contained page (inline CSS, no scripts, no remote resources) per run.
 
 `render_report` reads only ``metrics.json`` and ``records.jsonl`` from the run directory, so a run
-copied to another machine can be re-rendered without the model or the data.
+copied to another machine can be re-rendered without the model or the data. It also writes the
+dilemma plot as ``dilemma.png`` beside the page; the page embeds the same image as a data URI.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -13,14 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from ..errors import UnpactError
 from ..io import read_json, read_jsonl, write_atomic
-from .console import MISSING, base_accuracy_line, format_number, format_rate, summary_rows
+from .console import MISSING, base_accuracy_line, format_number, format_rate, placebo_of, summary_rows
 from .heatmap import HEATMAP_CSS, colour, shared_scale, token_heatmap_html
+from .plots import dilemma_plot
 
 TEMPLATE = "report.html.j2"
+PLOT = "dilemma.png"
+# Model answers longer than this are cut in tables (the full text is in the tooltip): a degenerate
+# unlearned model can emit one unbroken 150-character "word" that would push the table off screen.
+ANSWER_CHARS = 60
 
 # Forget items are listed in this order: the ones unlearning forgot (and attacks maybe brought back)
 # are what the attribution is about; items the model still answers or never knew come last.
@@ -40,8 +47,9 @@ TRACKING_LABELS = {
 def render_report(run_dir: str | Path) -> Path:
     """Render ``run_dir/report.html`` from the run's metrics.json and records.jsonl; return its path.
 
-    The page is written atomically, so a reader never sees half a report. Raises UnpactError when
-    either input file is missing or malformed.
+    The dilemma plot is also written to ``run_dir/dilemma.png`` and embedded in the page as a data URI,
+    so the page stays self-contained. Both files are written atomically, so a reader never sees half a
+    report. Raises UnpactError when either input file is missing or malformed.
     """
     run_dir = Path(run_dir)
     metrics = _load(run_dir / "metrics.json", read_json)
@@ -49,7 +57,13 @@ def render_report(run_dir: str | Path) -> Path:
         raise UnpactError(f"{run_dir / 'metrics.json'}: expected a JSON object; re-run `unpact demo`")
     records_path = run_dir / "records.jsonl"
     records = _load(records_path, read_jsonl)
-    page = _environment().get_template(TEMPLATE).render(_context(run_dir, metrics, records, records_path))
+    context = _context(run_dir, metrics, records, records_path)
+    png = dilemma_plot(metrics)
+    write_atomic(run_dir / PLOT, png)
+    context["dilemma_png"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    # Width and height from the PNG's IHDR chunk, so the browser reserves the space before decoding.
+    context["dilemma_size"] = (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big"))
+    page = _environment().get_template(TEMPLATE).render(context)
     out = run_dir / "report.html"
     write_atomic(out, page)
     return out
@@ -79,7 +93,16 @@ def _environment() -> Environment:
     env.filters["num"] = format_number
     env.filters["mark"] = _mark
     env.filters["show"] = _show
+    env.filters["clip"] = _clip
     return env
+
+
+def _clip(text: Any, limit: int = ANSWER_CHARS) -> Markup:
+    """``text`` cut to ``limit`` characters with an ellipsis; the full text is in the tooltip."""
+    text = "" if text is None else str(text)
+    if len(text) <= limit:
+        return Markup(escape(text))
+    return Markup('<span class="clipped" title="{}">{}…</span>').format(text, text[:limit])
 
 
 def _show(value: Any) -> Any:
@@ -94,22 +117,78 @@ def _context(run_dir: Path, metrics: dict, records: list[dict], records_path: Pa
     header, rows = summary_rows(metrics)
     method_metrics = metrics.get("methods") or {}
     by_method = _group_by_method(records, method_metrics)
+    thresholds = metrics.get("thresholds") or {}
+    methods = [
+        _method_view(i, name, method_metrics.get(name) or {}, rows_, records_path, thresholds)
+        for i, (name, rows_) in enumerate(by_method.items(), 1)
+    ]
     return {
         "title": f"unPact report — {run_dir.resolve().name}",
         "model": metrics.get("model") or {},
         "base_accuracy": base_accuracy_line(metrics),
-        "thresholds": metrics.get("thresholds") or {},
+        "thresholds": thresholds,
+        "recovery_threshold": thresholds.get("recovery"),
+        "destructive_threshold": thresholds.get("destructive"),
         "keytokens": metrics.get("keytokens") or {},
         "summary_header": header,
         "summary_rows": rows,
-        "methods": [
-            _method_view(i, name, method_metrics.get(name) or {}, rows_, records_path)
-            for i, (name, rows_) in enumerate(by_method.items(), 1)
+        "summary_alerts": [
+            _summary_alerts(header, method_metrics.get(row[0]) or {}, thresholds) for row in rows
         ],
+        "methods": methods,
+        "anchors": {m["name"]: m["anchor"] for m in methods},
         "heatmap_css": Markup(HEATMAP_CSS),
         "positive_colour": colour(1.0, 1.0),
         "negative_colour": colour(-1.0, 1.0),
     }
+
+
+def _over(value: float | None, threshold: float | None) -> bool:
+    """Whether a rate reaches its quadrant threshold (never for a null rate or threshold)."""
+    return value is not None and threshold is not None and value >= threshold
+
+
+def _summary_alerts(header: list[str], method: dict, thresholds: dict) -> list[bool]:
+    """Per summary cell: does it put the method over a quadrant threshold (so the page flags it)?
+
+    A recovery cell is flagged when its attack's excess over placebo reaches the recovery threshold,
+    the destructive cell when the destructive rate reaches its threshold.
+    """
+    excess = method.get("recovery_excess") or {}
+    by_column = {
+        f"Recovery {attack.replace('focus_on_key', 'FocusOnKey')} (placebo)": _over(
+            value, thresholds.get("recovery")
+        )
+        for attack, value in excess.items()
+    }
+    by_column["Destructive"] = _over(method.get("destructive_rate"), thresholds.get("destructive"))
+    return [by_column.get(name, False) for name in header]
+
+
+def _recovery_view(metrics: dict, thresholds: dict) -> list[dict]:
+    """One row per recovery attack: its rate beside its placebo control, the excess, the rewrite control."""
+    recovery = metrics.get("recovery_rate") or {}
+    excess = metrics.get("recovery_excess") or {}
+    control = metrics.get("rewrite_control") or {}
+    rows = []
+    for attack, rate in recovery.items():
+        if attack.startswith("placebo"):
+            continue
+        kind, _, style = attack.partition(":")
+        value = excess.get(attack)
+        rows.append(
+            {
+                "attack": attack,
+                "kind": "FocusOnKey" if kind == "focus_on_key" else kind,
+                "style": style or MISSING,
+                "rate": rate,
+                "placebo": recovery.get(placebo_of(attack)),
+                "excess": value,
+                "alert": _over(value, thresholds.get("recovery")),
+                "control": control.get(style) if style else None,
+            }
+        )
+    return rows
 
 
 def _group_by_method(records: list[dict], method_metrics: dict) -> dict[str, list[dict]]:
@@ -120,14 +199,15 @@ def _group_by_method(records: list[dict], method_metrics: dict) -> dict[str, lis
     return groups
 
 
-def _method_view(index: int, name: str, metrics: dict, rows: list[dict], records_path: Path) -> dict:
+def _method_view(
+    index: int, name: str, metrics: dict, rows: list[dict], records_path: Path, thresholds: dict
+) -> dict:
     forget = sorted(
         (r for r in rows if r.get("split") == "forget"),
         key=lambda r: _outcome_rank(r.get("outcome")),
     )
     others = [r for r in rows if r.get("split") != "forget"]
-    recovery = metrics.get("recovery_rate") or {}
-    excess = metrics.get("recovery_excess") or {}
+    control = metrics.get("rewrite_control") or {}
     return {
         "anchor": f"method-{index}",
         "name": name,
@@ -136,12 +216,14 @@ def _method_view(index: int, name: str, metrics: dict, rows: list[dict], records
         "n_known": metrics.get("n_known"),
         "n_forgotten": metrics.get("n_forgotten"),
         "destructive_rate": metrics.get("destructive_rate"),
+        "destructive_alert": _over(metrics.get("destructive_rate"), thresholds.get("destructive")),
         "destructive_by_split": metrics.get("destructive_rate_by_split") or {},
         "accuracy": metrics.get("accuracy") or {},
-        "recovery": [
-            {"attack": attack, "rate": rate, "excess": excess.get(attack)}
-            for attack, rate in recovery.items()
-        ],
+        "recovery": _recovery_view(metrics, thresholds),
+        "best_excess": max(
+            (v for v in (metrics.get("recovery_excess") or {}).values() if v is not None), default=None
+        ),
+        "rewrite_control": control,
         "tracking": _tracking_pairs(metrics.get("tracking")),
         "train": metrics.get("train") or {},
         "outcomes": Counter(r.get("outcome") or MISSING for r in forget),
