@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # before transformers is imported
+
+import pytest  # noqa: E402
 import torch
 
 from unpact.config import StudyConfig
@@ -42,4 +46,7 @@ def study(tmp_path_factory):
     """The demo study with default settings, run once: (run dir, metrics)."""
     out = tmp_path_factory.mktemp("study")
     metrics = Study(StudyConfig(), out).run()
+    from unpact.report import print_summary
+
+    print_summary(metrics)  # shown with pytest -s: the numbers the assertions below judge
     return out, metrics

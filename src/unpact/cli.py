@@ -42,27 +42,63 @@ def cmd_prepare(args) -> None:
 def cmd_attribute(args) -> None:
     from rich.console import Console
 
-    from .attribution import key_tokens, loo_attributions
-    from .models import PlainFormat, load_model
-    from .report import token_heatmap_text
-    from .scoring import Scorer
+    from .attribution import ABLATIONS, FEATURE_KINDS, METHODS, attribute, key_tokens, track
 
+    for flag, value, allowed in (("--method", args.method, METHODS), ("--ablation", args.ablation, ABLATIONS),
+                                 ("--features", args.features, FEATURE_KINDS)):
+        if value not in allowed:  # checked before any model is loaded
+            raise UnpactError(f"{flag} {value!r} is not one of {', '.join(allowed)}")
+    if args.steps < 1:
+        raise UnpactError(f"--steps {args.steps}: integrated gradients needs at least 1 step")
     if not args.prompt.strip() or not args.answer.strip():
         raise UnpactError("--prompt and --answer must be non-empty")
-    model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    scorer = Scorer(model, tok, PlainFormat(tok))
-    (attr,) = loo_attributions(scorer, [args.prompt], [args.answer])
-    key = set(key_tokens(attr.contributions, args.alpha, args.beta))
+    from .models import PlainFormat, load_model
+    from .report import token_heatmap_text
+    from .report.heatmap import shared_scale
+    from .scoring import Scorer
+
+    def run(model_dir):
+        model, tok = load_model(model_dir, trust_remote_code=args.trust_remote_code)
+        scorer = Scorer(model, tok, PlainFormat(tok))
+        (attr,) = attribute(scorer, [args.prompt], [args.answer], args.method, ablation=args.ablation,
+                            features=args.features, baseline_id=args.baseline_id, steps=args.steps)
+        return attr
+
+    attrs = [run(args.model)] + ([run(args.compare)] if args.compare else [])
+    keys = [key_tokens(a.contributions, args.alpha, args.beta) for a in attrs]
+    if len(attrs) == 2 and len(attrs[0].contributions) != len(attrs[1].contributions):
+        raise UnpactError(f"{args.model} and {args.compare} tokenize the prompt differently; "
+                          "--compare needs models that share a tokenizer")
+    tracking = track(attrs[0].contributions, attrs[1].contributions, args.alpha, args.beta) if args.compare else None
+    default = (args.method, args.ablation, args.features, args.baseline_id) == ("loo", "delete", "tokens", None)
+
+    def rows(a, key):
+        return [{"token": t, "contribution": float(c), "key": i in key}
+                for i, (t, c) in enumerate(zip(a.labels, a.contributions, strict=True))]
+
     if args.json:
-        print(json.dumps([{"token": t, "contribution": float(c), "key": i in key}
-                          for i, (t, c) in enumerate(zip(attr.tokens, attr.contributions, strict=True))], indent=2))
+        if default and tracking is None:  # the original output format
+            print(json.dumps(rows(attrs[0], set(keys[0])), indent=2))
+            return
+        views = [{**a.to_dict(), "rows": rows(a, set(k)), "key": k} for a, k in zip(attrs, keys, strict=True)]
+        out = views[0] if tracking is None else {"before": views[0], "after": views[1], "tracking": tracking}
+        print(json.dumps(out, indent=2))
         return
     console = Console()
-    console.print(f"LP(x, y) = {attr.lp:.4f}   (mean log-prob of the answer tokens)")
-    console.print(token_heatmap_text(attr.tokens, attr.contributions.tolist(), sorted(key)))
-    for t, c in zip(attr.tokens, attr.contributions, strict=True):
-        console.print(f"  {t!r:>16} {c:+.4f}")
-    console.print(f"KeyTokens (α={args.alpha}, β={args.beta}): {[attr.tokens[i] for i in sorted(key)]}")
+    scale = shared_scale(*(a.contributions.tolist() for a in attrs))
+    for where, attr, key in zip((str(args.model), str(args.compare)), attrs, keys, strict=False):
+        what = "LP(x, y)" if attr.target == "mean" else "summed log-prob"
+        console.print(f"[bold]{where}[/bold]  method={attr.method}  {what} = {attr.lp:.4f}")
+        console.print(token_heatmap_text(attr.labels, attr.contributions.tolist(), key, scale=scale))
+        for t, c in zip(attr.labels, attr.contributions, strict=True):
+            console.print(f"  {t!r:>16} {c:+.4f}")
+        if attr.completeness_gap is not None:
+            rel = "n/a" if attr.relative_gap is None else f"{attr.relative_gap:.1%}"
+            console.print(f"completeness gap |ΣIG − (F(x) − F(b))| = {attr.completeness_gap:.4g} ({rel} relative)")
+        console.print(f"KeyTokens (α={args.alpha}, β={args.beta}): {[attr.labels[i] for i in key]}")
+    if tracking is not None:
+        console.print("tracking (first → second): " + ", ".join(
+            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in tracking.items()))
 
 
 def _load_splits(model_dir: Path, data: Path | None):
@@ -74,24 +110,39 @@ def _load_splits(model_dir: Path, data: Path | None):
     return {s: load_items(folder / f"{s}.jsonl") for s in ("forget", "retain")}
 
 
+def _hparams(pairs: list[str]) -> dict[str, float]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise UnpactError(f"--set {pair!r}: expected NAME=NUMBER, e.g. --set alpha=2")
+    return out
+
+
 def cmd_unlearn(args) -> None:
+    from .io import write_json
     from .models import PlainFormat, load_model
     from .unlearn import UnlearnConfig, get_method, unlearn
 
-    get_method(args.method)  # fail on an unknown name before loading anything
+    hparams = _hparams(args.set or [])
+    get_method(args.method, **hparams)  # fail on an unknown name or hyper-parameter before loading anything
     splits = _load_splits(args.model, args.data)
     model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    cfg = UnlearnConfig(method=args.method, epochs=args.epochs, lr=args.lr, seed=args.seed)
-    ui = _reporter(args)
+    cfg = UnlearnConfig(method=args.method, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                        lora_rank=args.lora_rank, hparams=hparams)
     steps = cfg.epochs * -(-len(splits["forget"]) // cfg.batch_size)
-    with ui.bar(f"{cfg.method}: unlearning", steps) as bar:
-        logs = unlearn(model, tok, PlainFormat(tok), splits["forget"], splits["retain"], cfg, bar)
+    with _reporter(args).bar(f"{cfg.method}: unlearning", steps) as bar:
+        model, logs = unlearn(model, tok, PlainFormat(tok), splits["forget"], splits["retain"], cfg, bar,
+                              checkpoint_dir=args.out, resume=args.resume)
     model.save_pretrained(args.out, safe_serialization=True)
     tok.save_pretrained(args.out)
-    from .io import write_json
-
     write_json(args.out / "unlearn.json", logs)
-    print(f"unlearned model ({logs['method']}, {logs['steps']} steps, {logs['seconds']} s) saved to {args.out}")
+    resumed = f", resumed at step {logs['resumed_from_step']}" if logs["resumed_from_step"] else ""
+    print(f"unlearned model ({logs['method']}, {logs['steps']} steps{resumed}, {logs['seconds']} s) saved to {args.out}")
 
 
 def cmd_demo(args) -> None:
@@ -114,8 +165,8 @@ def cmd_methods(args) -> None:
     from .unlearn import METHODS
 
     for name, cls in METHODS.items():
-        defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
-        print(f"{name:10s} {cls.description}  [{defaults}]")
+        defaults = ", ".join(f"{k}={v:g}" for k, v in cls.defaults.items()) or "no hyper-parameters"
+        print(f"{name:11s} {cls.description}  [{defaults}]  ({cls.reference})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,13 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser("attribute", help="leave-one-out contributions of prompt tokens to an answer")
+    s = sub.add_parser("attribute", help="contributions of prompt tokens/words to an answer (LOO or gradients)")
     s.add_argument("--model", type=Path, required=True)
     s.add_argument("--prompt", required=True, help="the question")
     s.add_argument("--answer", required=True, help="the answer whose log-prob is attributed")
+    s.add_argument("--method", default="loo",
+                   help="loo (default), saliency, input_x_gradient or integrated_gradients")
+    s.add_argument("--ablation", default="delete", help="how LOO takes a feature out: delete (default), replace, mask")
+    s.add_argument("--features", default="tokens", help="tokens (default) or words (sub-tokens of a word together)")
+    s.add_argument("--steps", type=int, default=32, help="integrated gradients: Gauss-Legendre steps (default 32)")
+    s.add_argument("--baseline-id", type=int, default=None,
+                   help="baseline token id for --ablation replace and integrated gradients (default: the pad token)")
+    s.add_argument("--compare", type=Path, metavar="DIR2",
+                   help="also attribute under a second model (e.g. after unlearning); print both and the tracking")
     s.add_argument("--alpha", type=float, default=None)
     s.add_argument("--beta", type=int, default=None)
-    s.add_argument("--json", action="store_true", help='print [{"token", "contribution", "key"}]')
+    s.add_argument("--json", action="store_true",
+                   help='print [{"token", "contribution", "key"}] (default settings), else the full result as an object')
     s.add_argument("--trust-remote-code", action="store_true")
     s.set_defaults(func=cmd_attribute)
 
@@ -146,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, default=10)
     s.add_argument("--lr", type=float, default=3e-4)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="a method hyper-parameter (repeatable)")
+    s.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (needs peft)")
+    s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     s.add_argument("--trust-remote-code", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_unlearn)

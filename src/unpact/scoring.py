@@ -35,8 +35,14 @@ class Packed:
                                                self.answer_ids, self.answer_mask)))
 
 
-def pack(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad_id: int) -> Packed:
-    """Left-pad ``prompt ⊕ answer`` sequences into one batch (see `Packed` for shapes)."""
+def pack(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad_id: int,
+         hidden: Sequence[Sequence[int]] | None = None) -> Packed:
+    """Left-pad ``prompt ⊕ answer`` sequences into one batch (see `Packed` for shapes).
+
+    ``hidden`` (optional, one list per sequence): positions in the unpadded prompt whose attention mask
+    is set to 0 — the token stays in place and every other token keeps its position id, so "masking
+    x_i out of attention" changes nothing but what the other tokens can see.
+    """
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     seqs = [list(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
@@ -52,20 +58,38 @@ def pack(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad
             answer_ids[b, T - len(a):] = torch.tensor(list(a))
             answer_mask[b, T - len(a):] = 1
     position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    if hidden is not None:  # after the position ids, so hiding a token does not shift the others
+        for b, (s, hide) in enumerate(zip(seqs, hidden, strict=True)):
+            for i in hide:
+                attention_mask[b, L - len(s) + i] = 0
     return Packed(input_ids, attention_mask, position_ids, answer_ids, answer_mask)
 
 
-def answer_token_logprobs(model: torch.nn.Module, batch: Packed) -> torch.Tensor:
+def answer_token_logprobs(model: torch.nn.Module, batch: Packed,
+                          inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """log p(y_k | x ⊕ y_<k) for every answer token: [B, T], zero where ``answer_mask`` is 0.
 
-    Differentiable: the unlearning losses call it with gradients on.
+    Differentiable: the unlearning losses call it with gradients on. ``inputs_embeds`` [B, L, H]
+    (optional) replaces the embedding lookup of ``batch.input_ids``: the entry point of the gradient
+    attributions, which differentiate with respect to (interpolated) input embeddings.
+    """
+    logp = answer_log_softmax(model, batch, inputs_embeds).gather(-1, batch.answer_ids.unsqueeze(-1)).squeeze(-1)
+    return logp * batch.answer_mask
+
+
+def answer_log_softmax(model: torch.nn.Module, batch: Packed,
+                       inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's full next-token log-distribution at every answer position: [B, T, V] (float32).
+
+    Rows where ``answer_mask`` is 0 hold distributions at prompt/pad positions; mask them out.
+    ``inputs_embeds``: see `answer_token_logprobs`.
     """
     T = batch.answer_ids.shape[1]
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+    ids = {"input_ids": batch.input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    out = model(**ids, attention_mask=batch.attention_mask,
                 position_ids=batch.position_ids, logits_to_keep=T + 1, use_cache=False)
     logits = out.logits[:, -(T + 1):-1, :].float()  # position t predicts token t+1
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch.answer_ids.unsqueeze(-1)).squeeze(-1)
-    return logp * batch.answer_mask
+    return torch.log_softmax(logits, dim=-1)
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -104,8 +128,12 @@ class Scorer:
                               "shorten the question or answer")
 
     @torch.no_grad()
-    def score_ids(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> Scores:
-        """LP and per-token log-probs for token-id pairs (the form attribution uses)."""
+    def score_ids(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
+                  hidden: Sequence[Sequence[int]] | None = None) -> Scores:
+        """LP and per-token log-probs for token-id pairs (the form attribution uses).
+
+        ``hidden``: optional per-sequence prompt positions masked out of attention (see `pack`).
+        """
         lengths = [len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
         for i, n in enumerate(lengths):
             self._check_length(n, f"prompt+answer #{i}")
@@ -114,7 +142,8 @@ class Scorer:
         self.model.eval()
         try:
             for idx in length_buckets(lengths, self.batch_size):
-                batch = pack([prompts[i] for i in idx], [answers[i] for i in idx], self.pad_id).to(self.device)
+                hide = None if hidden is None else [hidden[i] for i in idx]
+                batch = pack([prompts[i] for i in idx], [answers[i] for i in idx], self.pad_id, hide).to(self.device)
                 lp = answer_token_logprobs(self.model, batch).cpu().numpy()
                 for row, i in enumerate(idx):
                     per_token[i] = lp[row, lp.shape[1] - len(answers[i]):].astype(np.float64)

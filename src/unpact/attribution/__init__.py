@@ -1,7 +1,15 @@
-"""Attribution stage: leave-one-out contributions, KeyTokens and before/after tracking."""
+"""Attribution stage: leave-one-out (delete/replace/mask) and gradient attributions over tokens, words or
+spans, faithfulness (ERASER comprehensiveness/sufficiency, deletion curve), KeyTokens and tracking."""
 
-from .ablation import Attribution, loo_attributions
+from .ablation import ABLATIONS, Attribution, loo_attributions
+from .faithfulness import agreement, faithfulness, kendall_tau
+from .features import FEATURE_KINDS, Features, make_features
+from .gradients import GRADIENT_METHODS, INTEGRATION_RULES, gradient_attributions, integration_nodes
 from .keytokens import DEFAULT_ALPHA, DEFAULT_BETA, key_tokens
+from .methods import METHODS, attribute
 from .tracking import aggregate, track
 
-__all__ = ["Attribution", "DEFAULT_ALPHA", "DEFAULT_BETA", "aggregate", "key_tokens", "loo_attributions", "track"]
+__all__ = ["ABLATIONS", "Attribution", "DEFAULT_ALPHA", "DEFAULT_BETA", "FEATURE_KINDS", "Features",
+           "GRADIENT_METHODS", "INTEGRATION_RULES", "METHODS", "aggregate", "agreement", "attribute",
+           "faithfulness", "gradient_attributions", "integration_nodes", "kendall_tau", "key_tokens",
+           "loo_attributions", "make_features", "track"]

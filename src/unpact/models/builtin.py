@@ -83,7 +83,9 @@ def build_model(cfg: BuiltinModelConfig, tokenizer):
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
         max_position_embeddings=cfg.max_positions, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        # No padding_idx: its embedding row would stay exactly zero, and the pad embedding is the
+        # integrated-gradients baseline (a zero baseline is wrong for RMSNorm models).
+        pad_token_id=None,
     )
     torch.manual_seed(cfg.seed)
     return LlamaForCausalLM(config)

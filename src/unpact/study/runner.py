@@ -107,13 +107,15 @@ class Study:
         forget, retain = self.splits["forget"], self.splits["retain"]
         steps = mcfg.epochs * -(-len(forget) // mcfg.batch_size)
         with self.ui.bar(f"{mcfg.method}: unlearning (steps)", steps) as bar:
-            train_logs = unlearn(model, tok, PlainFormat(tok), forget, retain, mcfg, bar)
+            model, train_logs = unlearn(model, tok, PlainFormat(tok), forget, retain, mcfg, bar,
+                                        checkpoint_dir=folder, resume=True)
         tmp = folder / ".model.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         shutil.rmtree(folder / "model", ignore_errors=True)
         tmp.rename(folder / "model")
+        shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # the final model supersedes it
 
         scorer = self._scorer(model, tok)
         self.ui.info(f"{mcfg.method}: evaluating, attributing and attacking")

@@ -1,28 +1,41 @@
 """The one training loop every unlearning method runs in.
 
-Each step pairs a forget batch with a retain batch (retain items cycle, reshuffled), asks the method
-for its loss, and takes an AdamW step. A non-finite loss stops the run naming the step and the items.
+Each step pairs a forget batch with a retain batch and takes an AdamW step on the method's loss. The
+whole batch schedule is drawn from the seed up front, so a run resumed from a checkpoint (weights and
+optimiser state in safetensors, written atomically) continues exactly where it stopped. A non-finite
+loss stops the run, naming the step and the items, and leaves the last good checkpoint in place.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..data import Item
 from ..errors import UnpactError
+from ..io import write_json
 from ..scoring import pack
-from .methods import UnlearnBatch, get_method
+from .methods import Method, PrepareData, UnlearnBatch, get_method
 
 
 @dataclass
 class UnlearnConfig:
-    """Settings of one unlearning run; ``hparams`` go to the method (e.g. alpha, beta)."""
+    """Settings of one unlearning run; ``hparams`` go to the method (e.g. alpha, beta).
+
+    ``lora_rank`` > 0 trains LoRA adapters (peft) instead of the weights and merges them at the end.
+    ``checkpoint_every``: steps between checkpoints (0: once per epoch).
+    """
 
     method: str = "GA_GDR"
     epochs: int = 10
@@ -31,70 +44,189 @@ class UnlearnConfig:
     retain_batch_size: int = 32
     max_grad_norm: float = 1.0
     seed: int = 0
+    lora_rank: int = 0
+    checkpoint_every: int = 0
     hparams: dict[str, float] = field(default_factory=dict)
 
 
-def _encode(fmt, items: list[Item]) -> list[tuple[list[int], list[int]]]:
-    # Unlearning targets the answer tokens as trained (with EOS), under the plain question.
-    return [(fmt.encode(it.question).ids, fmt.encode_answer(it.answer, eos=True)) for it in items]
+@lru_cache(maxsize=1)
+def refusals() -> tuple[str, ...]:
+    """TOFU's "I don't know"-style answers (bundled, MIT licence)."""
+    text = resources.files("unpact.data").joinpath("resources/idontknow.jsonl").read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _packed(pairs, idx: list[int], pad_id: int):
-    return pack([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], pad_id)
+def schedule(n_forget: int, n_retain: int, cfg: UnlearnConfig) -> list[tuple[list[int], list[int]]]:
+    """Every step's (forget indices, retain indices), drawn from ``cfg.seed``."""
+    rng = random.Random(cfg.seed)
+    steps, pool = [], []
+    for _ in range(cfg.epochs):
+        order = rng.sample(range(n_forget), n_forget)
+        for i in range(0, n_forget, cfg.batch_size):
+            while len(pool) < cfg.retain_batch_size:
+                pool += rng.sample(range(n_retain), n_retain)
+            steps.append((order[i:i + cfg.batch_size], pool[:cfg.retain_batch_size]))
+            pool = pool[cfg.retain_batch_size:]
+    return steps
+
+
+class _Data:
+    """Token ids of every forget/retain item (and refusal targets), packed on demand."""
+
+    def __init__(self, fmt, forget: list[Item], retain: list[Item], pad_id: int, device, seed: int, refusal: bool):
+        enc = lambda items, answers: [(fmt.encode(it.question).ids, fmt.encode_answer(a, eos=True))  # noqa: E731
+                                      for it, a in zip(items, answers, strict=True)]
+        self.pairs = {"forget": enc(forget, [it.answer for it in forget]),
+                      "retain": enc(retain, [it.answer for it in retain])}
+        if refusal:
+            rng = random.Random(seed)
+            self.pairs["forget_alt"] = enc(forget, [rng.choice(refusals()) for _ in forget])
+        self.pad_id, self.device = pad_id, device
+
+    def packed(self, which: str, idx: list[int]):
+        pairs = self.pairs[which]
+        return pack([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], self.pad_id).to(self.device)
+
+    def batches(self, which: str, size: int = 32):
+        n = len(self.pairs[which])
+        for i in range(0, n, size):
+            idx = list(range(i, min(i + size, n)))
+            yield self.packed(which, idx), torch.tensor(idx)
+
+
+def _save_checkpoint(folder: Path, model, opt, step: int, key: str) -> None:
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({n: p.detach().contiguous().cpu() for n, p in model.named_parameters()}, tmp / "model.safetensors")
+    state = {f"{i}.{k}": v.contiguous().cpu() for i, s in opt.state_dict()["state"].items()
+             for k, v in s.items() if torch.is_tensor(v)}
+    save_file(state, tmp / "optimizer.safetensors")
+    write_json(tmp / "state.json", {"step": step, "key": key})
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def _load_checkpoint(folder: Path, model, opt, key: str) -> int:
+    """Restore weights and optimiser state; returns the number of steps already done (0: none)."""
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return 0
+    if state.get("key") != key:
+        raise UnpactError(f"{folder}: the checkpoint was made with other settings; "
+                          "delete it or run without --resume")
+    weights = load_file(folder / "model.safetensors")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(weights[n])
+    flat = load_file(folder / "optimizer.safetensors")
+    sd = opt.state_dict()
+    sd["state"] = {}
+    for name, tensor in flat.items():
+        i, k = name.split(".", 1)
+        sd["state"].setdefault(int(i), {})[k] = tensor
+    opt.load_state_dict(sd)
+    return int(state["step"])
+
+
+def _backward(method: Method, model, batch: UnlearnBatch, data: _Data, r_idx: list[int],
+              cfg: UnlearnConfig) -> tuple[float, dict[str, float]]:
+    """Accumulate the gradient of forget_loss + α·retain term; returns the loss value and its parts.
+
+    The forget term and each retain micro-batch of ``cfg.batch_size`` items are separate backward
+    passes, so activations of at most one forget-batch-sized chunk are alive at a time: the retain
+    term costs no more activation memory than the forget term (the gradient is the same as one pass).
+    """
+    forget, parts = method.forget_loss(model, batch)
+    forget.backward()
+    loss = forget.item()
+    if method.has_retain:
+        total = method.retain_tokens(data.packed("retain", r_idx)).clamp(min=1)
+        weight = method.hparams.get("alpha", 1.0) / total
+        retain = 0.0
+        for i in range(0, len(r_idx), cfg.batch_size):
+            chunk = r_idx[i:i + cfg.batch_size]
+            part = method.retain_sum(model, data.packed("retain", chunk), torch.tensor(chunk))
+            (weight * part).backward()
+            retain += part.item()
+        parts[method.retain_name] = retain / total.item()
+        loss += method.hparams.get("alpha", 1.0) * parts[method.retain_name]
+    return loss, parts
+
+
+def _wrap_lora(model, rank: int):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise UnpactError("lora_rank > 0 needs peft: pip install 'unpact[lora]'") from None
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear"))
 
 
 def unlearn(model, tokenizer, fmt, forget: list[Item], retain: list[Item], cfg: UnlearnConfig,
-            progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    """Unlearn ``forget`` from ``model`` in place while keeping ``retain``; returns training logs.
+            progress: Callable[[int, int, dict], None] | None = None,
+            checkpoint_dir: str | Path | None = None, resume: bool = False):
+    """Unlearn ``forget`` from ``model`` while keeping ``retain``; returns (model, training logs).
 
-    ``progress(step, total_steps, logs)`` is called after every step.
+    The model is changed in place (with LoRA, the adapters are merged into it at the end).
+    ``progress(step, total_steps, logs)`` is called after every step. With ``checkpoint_dir``, a
+    checkpoint is written every ``cfg.checkpoint_every`` steps (default once per epoch); with
+    ``resume``, training continues from the checkpoint found there.
     """
     if not forget:
         raise UnpactError("the forget set is empty; nothing to unlearn")
     if not retain:
-        raise UnpactError("the retain set is empty; the GDR methods need retain items")
-    method = get_method(cfg.method, **cfg.hparams)
-    rng = random.Random(cfg.seed)
+        raise UnpactError("the retain set is empty; unpact's methods need retain items")
+    method: Method = get_method(cfg.method, **cfg.hparams)
     torch.manual_seed(cfg.seed)
-    pad = tokenizer.pad_token_id
     device = next(model.parameters()).device
-    f_pairs, r_pairs = _encode(fmt, forget), _encode(fmt, retain)
-    f_batches = [list(range(i, min(i + cfg.batch_size, len(forget)))) for i in range(0, len(forget), cfg.batch_size)]
+    data = _Data(fmt, forget, retain, tokenizer.pad_token_id, device, cfg.seed, method.needs_refusals)
+    steps = schedule(len(forget), len(retain), cfg)
+    per_epoch = math.ceil(len(forget) / cfg.batch_size)
+    every = cfg.checkpoint_every or per_epoch
+    key = json.dumps(asdict(cfg), sort_keys=True)
 
-    model.eval()  # reference quantities come from the original model, without dropout
-    method.prepare(model, [(_packed(f_pairs, b, pad).to(device), torch.tensor(b)) for b in f_batches])
+    model.eval()  # reference quantities come from the original model
+    method.prepare(model, PrepareData(data.batches))
+    train_model = _wrap_lora(model, cfg.lora_rank) if cfg.lora_rank > 0 else model
+    params = method.trainable_parameters(train_model)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir else None
+    done = _load_checkpoint(ckpt, train_model, opt, key) if (ckpt and resume) else 0
+    if ckpt and not resume:
+        shutil.rmtree(ckpt, ignore_errors=True)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    total = cfg.epochs * len(f_batches)
-    retain_order: list[int] = []
     history: list[dict] = []
     t0 = time.perf_counter()
-    model.train()
-    step = 0
-    for _ in range(cfg.epochs):
-        order = list(range(len(forget)))
-        rng.shuffle(order)
-        for i in range(0, len(order), cfg.batch_size):
-            f_idx = order[i:i + cfg.batch_size]
-            if len(retain_order) < cfg.retain_batch_size:
-                retain_order += rng.sample(range(len(retain)), len(retain))
-            r_idx, retain_order = retain_order[:cfg.retain_batch_size], retain_order[cfg.retain_batch_size:]
-            batch = UnlearnBatch(_packed(f_pairs, f_idx, pad).to(device), _packed(r_pairs, r_idx, pad).to(device),
-                                 torch.tensor(f_idx))
-            loss, parts = method.loss(model, batch)
-            step += 1
-            if not math.isfinite(loss.item()):
-                ids = ", ".join(forget[j].id for j in f_idx[:3])
-                raise UnpactError(f"{cfg.method}: loss became {loss.item()} at step {step} (forget items {ids}, ...); "
-                                  "lower the learning rate or the number of epochs")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            logs = {"loss": loss.item(), **parts}
-            history.append(logs)
-            if progress:
-                progress(step, total, logs)
+    train_model.train()
+    for step in range(done + 1, len(steps) + 1):
+        f_idx, r_idx = steps[step - 1]
+        batch = UnlearnBatch(data.packed("forget", f_idx), None, torch.tensor(f_idx), torch.tensor(r_idx),
+                             data.packed("forget_alt", f_idx) if method.needs_refusals else None)
+        opt.zero_grad(set_to_none=True)
+        loss, parts = _backward(method, train_model, batch, data, r_idx, cfg)
+        if not math.isfinite(loss):
+            ids = ", ".join(forget[j].id for j in f_idx[:3])
+            kept = f"; the last good checkpoint is in {ckpt}" if ckpt and ckpt.is_dir() else ""
+            raise UnpactError(f"{cfg.method}: loss became {loss} at step {step} (forget items {ids}, ...); "
+                              f"lower the learning rate or the number of epochs{kept}")
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        history.append({"loss": loss, **parts})
+        if ckpt and (step % every == 0 or step == len(steps)):
+            _save_checkpoint(ckpt, train_model, opt, step, key)
+        if progress:
+            progress(step, len(steps), history[-1])
+    if cfg.lora_rank > 0:
+        model = train_model.merge_and_unload()
+    method.finalize(model)
     model.eval()
-    return {"method": method.name, "hparams": method.hparams, "config": asdict(cfg), "steps": step,
-            "seconds": round(time.perf_counter() - t0, 2), "final_loss": history[-1]["loss"] if history else None}
+    seconds = time.perf_counter() - t0
+    epochs_run = (len(steps) - done) / per_epoch
+    return model, {
+        "method": method.name, "hparams": method.hparams, "config": asdict(cfg), "steps": len(steps),
+        "resumed_from_step": done, "seconds": round(seconds, 2),
+        "seconds_per_epoch": round(seconds / epochs_run, 3) if epochs_run else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "trainable_parameters": sum(p.numel() for p in params),
+    }

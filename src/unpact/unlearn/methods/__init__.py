@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from ...errors import UnpactError
-from .base import Method, UnlearnBatch
-from .ga import GA_GDR
-from .npo import NPO_GDR
+from .base import Method, PrepareData, UnlearnBatch
+from .ga import GA, GA_GDR, GA_KLR
+from .idk import IdkDPO, IdkNLL
+from .npo import NPO, NPO_GDR, NPO_KLR, SimNPO
+from .rmu import RMU
+from .task_vector import TaskVector
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (GA_GDR, NPO_GDR)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
+    GA_GDR, GA_KLR, NPO_GDR, NPO_KLR, TaskVector, RMU,  # the unPact paper's six
+    GA, NPO, SimNPO, IdkNLL, IdkDPO,
+)}
+PAPER_SIX = ("GA_GDR", "GA_KLR", "NPO_GDR", "NPO_KLR", "TaskVector", "RMU")
 
 
 def get_method(name: str, **hparams: float) -> Method:
@@ -19,4 +26,4 @@ def get_method(name: str, **hparams: float) -> Method:
     return cls(**hparams)
 
 
-__all__ = ["METHODS", "Method", "UnlearnBatch", "get_method"]
+__all__ = ["METHODS", "PAPER_SIX", "Method", "PrepareData", "UnlearnBatch", "get_method"]

@@ -1,24 +1,46 @@
-"""What every unlearning method shares: the batch it sees, its hyper-parameters, and the maths
-(answer NLL, sequence log-probs) written once over the one scoring primitive."""
+"""What every unlearning method shares: the batch it sees, its hyper-parameters, the retain
+regularisers, and the maths (answer NLL, sequence log-probs, KL, preference terms) written once over
+the one scoring primitive."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 
-from ...scoring import Packed, answer_token_logprobs
+from ...errors import UnpactError
+from ...scoring import Packed, answer_log_softmax, answer_token_logprobs
 
 
 @dataclass
 class UnlearnBatch:
-    """A forget batch, a retain batch, and the forget items' positions in the forget set
-    (to look up cached reference quantities)."""
+    """One step's data. ``forget``: forget questions with their gold answers; ``forget_alt``: the same
+    questions with a refusal answer (IdkNLL/IdkDPO); ``retain``: retain items (None when the trainer
+    feeds them to `Method.retain_sum` in micro-batches). ``*_index``: positions in the forget/retain
+    sets, to look up quantities cached in `Method.prepare`."""
 
     forget: Packed
-    retain: Packed
+    retain: Packed | None
     forget_index: torch.Tensor  # [B_f] long
+    retain_index: torch.Tensor  # [B_r] long
+    forget_alt: Packed | None = None
+
+
+class PrepareData:
+    """What `Method.prepare` may iterate over: every forget/retain item, in batches, with indices."""
+
+    def __init__(self, make_batches):
+        self._make = make_batches
+
+    def batches(self, which: str) -> Iterator[tuple[Packed, torch.Tensor]]:
+        """(packed batch, item indices) over ``which`` ∈ {"forget", "forget_alt", "retain"}."""
+        return self._make(which)
+
+
+# -- shared maths --------------------------------------------------------------------------------
 
 
 def nll(model, batch: Packed) -> torch.Tensor:
@@ -31,37 +53,105 @@ def sequence_logprob(model, batch: Packed) -> torch.Tensor:
     return answer_token_logprobs(model, batch).sum(dim=1)
 
 
-class Method:
-    """An unlearning objective. Subclasses set ``name``, ``description``, ``defaults`` and ``loss``.
+def answer_lengths(batch: Packed) -> torch.Tensor:
+    """Number of answer tokens per item: [B]."""
+    return batch.answer_mask.sum(dim=1)
 
-    ``prepare`` runs once before training with the model still in its original state; methods that
-    need reference quantities compute and cache them there, so no second model stays in memory.
+
+def npo_term(logratio: torch.Tensor, beta: float) -> torch.Tensor:
+    """−(2/β)·mean log σ(−β·logratio), logratio = log π_θ(y) − log π_ref(y): [B] → scalar."""
+    return -(2.0 / beta) * F.logsigmoid(-beta * logratio).mean()
+
+
+def dpo_term(win_logratio: torch.Tensor, lose_logratio: torch.Tensor, beta: float) -> torch.Tensor:
+    """−mean log σ(β·(win_logratio − lose_logratio)) (Rafailov et al., 2023): [B], [B] → scalar."""
+    return -F.logsigmoid(beta * (win_logratio - lose_logratio)).mean()
+
+
+# -- the method interface -------------------------------------------------------------------------
+
+
+class Method:
+    """An unlearning objective: ``forget_loss`` plus an optional retain regulariser.
+
+    Subclasses set ``name``, ``description``, ``reference`` (the paper), ``defaults`` and implement
+    ``forget_loss``; ``retain`` is None, ``"gdr"`` (α·NLL(r)) or ``"klr"`` (α·KL(π_ref‖π_θ) on r).
+    ``prepare`` runs once, before training, on the original model: reference quantities are cached
+    there, so no second model stays in memory. ``finalize`` runs once after training.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
+    reference: ClassVar[str] = ""
     defaults: ClassVar[dict[str, float]] = {}
+    retain: ClassVar[str | None] = None
+    needs_refusals: ClassVar[bool] = False
 
     def __init__(self, **hparams: float):
         unknown = set(hparams) - set(self.defaults)
         if unknown:
-            from ...errors import UnpactError
-
             raise UnpactError(f"method {self.name}: unknown hyper-parameter(s) {', '.join(sorted(unknown))}; "
                               f"known: {', '.join(self.defaults) or 'none'}")
         self.hparams = {**self.defaults, **hparams}
 
-    def prepare(self, model, forget_batches: list[tuple[Packed, torch.Tensor]]) -> None:
-        """Cache reference quantities; ``forget_batches`` = (packed batch, forget indices) pairs."""
+    def prepare(self, model, data: PrepareData) -> None:
+        """Cache reference quantities of the original model (default: KL reference if ``klr``)."""
+        if self.retain == "klr":
+            self.ref_retain: dict[int, torch.Tensor] = {}
+            with torch.no_grad():
+                for packed, idx in data.batches("retain"):
+                    logp = answer_log_softmax(model, packed).cpu()
+                    for row, i in enumerate(idx.tolist()):
+                        n = int(packed.answer_mask[row].sum())
+                        self.ref_retain[i] = logp[row, logp.shape[1] - n:]  # [T_i, V], unpadded
 
-    def loss(self, model, batch: UnlearnBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """The objective to minimise on one batch, and its named parts for logging."""
+    def trainable_parameters(self, model) -> list[torch.nn.Parameter]:
+        """The parameters the optimiser updates (default: all)."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    @property
+    def has_retain(self) -> bool:
+        return self.retain is not None
+
+    @property
+    def retain_name(self) -> str:
+        return {"gdr": "retain_nll", "klr": "retain_kl"}.get(self.retain or "", "retain")
+
+    def forget_loss(self, model, batch: UnlearnBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The forget objective on one batch (scalar), and its named parts for logging."""
         raise NotImplementedError
 
+    def retain_tokens(self, retain: Packed) -> torch.Tensor:
+        """How many tokens the retain term averages over in this retain batch."""
+        return retain.answer_mask.sum()
 
-class RetainGD:
-    """Mixin: the gradient-descent retain term α·NLL(r) (the "GDR" of GA_GDR/NPO_GDR)."""
+    def retain_sum(self, model, retain: Packed, index: torch.Tensor) -> torch.Tensor:
+        """The retain term summed over the batch's tokens (the trainer divides by `retain_tokens` of
+        the whole retain batch, so it may feed the batch in micro-batches to save memory)."""
+        if self.retain == "gdr":
+            return -answer_token_logprobs(model, retain).sum()
+        if self.retain == "klr":
+            logp = answer_log_softmax(model, retain)
+            ref = self._ref_batch(retain, index)
+            return ((ref.exp() * (ref - logp)).sum(-1) * retain.answer_mask).sum()
+        raise NotImplementedError(f"{self.name} has no retain term")
 
-    def retain_term(self, model, batch: UnlearnBatch) -> tuple[torch.Tensor, float]:
-        r = nll(model, batch.retain)
-        return self.hparams["alpha"] * r, float(r.detach())
+    def loss(self, model, batch: UnlearnBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """forget_loss + α · (retain term averaged over retain tokens), in one pass."""
+        loss, parts = self.forget_loss(model, batch)
+        if self.has_retain:
+            r = self.retain_sum(model, batch.retain, batch.retain_index) / self.retain_tokens(batch.retain).clamp(min=1)
+            loss, parts[self.retain_name] = loss + self.hparams["alpha"] * r, r.item()
+        return loss, parts
+
+    def finalize(self, model) -> None:
+        """Post-training step (TaskVector's weight arithmetic); default nothing."""
+
+    def _ref_batch(self, retain: Packed, index: torch.Tensor) -> torch.Tensor:
+        """The cached reference distributions of a retain batch, right-aligned like the batch: [B, T, V]."""
+        B, T = retain.answer_mask.shape
+        refs = [self.ref_retain[i] for i in index.tolist()]
+        out = torch.zeros(B, T, refs[0].shape[-1])
+        for row, r in enumerate(refs):
+            out[row, T - r.shape[0]:] = r
+        return out.to(retain.input_ids.device)

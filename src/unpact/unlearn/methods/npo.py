@@ -1,7 +1,7 @@
-"""Negative preference optimisation with a gradient-descent retain term (NPO_GDR).
+"""Negative preference optimisation (Zhang et al., 2024) and SimNPO (Fan et al., 2024).
 
-Objective: −(2/β)·mean log σ(−β·(log π_θ(y_f|x_f) − log π_ref(y_f|x_f))) + α·NLL(r)
-(Zhang et al., 2024, "Negative Preference Optimization"). log π_ref is computed once in `prepare`.
+NPO: −(2/β)·mean log σ(−β·(log π_θ(y_f) − log π_ref(y_f))), sequence log-probs; log π_ref cached.
+SimNPO: −(2/β)·mean log σ(β·NLL̄(f) − γ), NLL̄ the length-normalised NLL; no reference model.
 """
 
 from __future__ import annotations
@@ -9,24 +9,58 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Method, RetainGD, UnlearnBatch, sequence_logprob
+from .base import Method, UnlearnBatch, answer_lengths, npo_term, sequence_logprob
 
 
-class NPO_GDR(RetainGD, Method):  # noqa: N801
+class NPO(Method):
+    name = "NPO"
+    description = "negative preference optimisation on forget answers"
+    reference = "Zhang et al. 2024, Negative Preference Optimization"
+    defaults = {"beta": 0.1}
+
+    def prepare(self, model, data):
+        super().prepare(model, data)
+        self.ref_forget = _cached_sequence_logprobs(model, data.batches("forget"))
+
+    def forget_loss(self, model, batch: UnlearnBatch):
+        logratio = sequence_logprob(model, batch.forget) - self.ref_forget[batch.forget_index].to(batch.forget.input_ids.device)
+        loss = npo_term(logratio, self.hparams["beta"])
+        return loss, {"npo": loss.item()}
+
+
+class NPO_GDR(NPO):  # noqa: N801
     name = "NPO_GDR"
-    description = "negative preference optimisation on forget answers + gradient descent on retain answers"
+    description = "NPO on forget + gradient descent on retain answers"
     defaults = {"beta": 0.1, "alpha": 1.0}
+    retain = "gdr"
 
-    def prepare(self, model, forget_batches):
-        size = max(int(idx.max()) for _, idx in forget_batches) + 1
-        self.ref_logprob = torch.zeros(size)
-        with torch.no_grad():
-            for packed, idx in forget_batches:
-                self.ref_logprob[idx] = sequence_logprob(model, packed).float().cpu()
 
-    def loss(self, model, batch: UnlearnBatch):
-        beta = self.hparams["beta"]
-        logratio = sequence_logprob(model, batch.forget) - self.ref_logprob[batch.forget_index].to(batch.forget.input_ids.device)
-        npo = -(2.0 / beta) * F.logsigmoid(-beta * logratio).mean()
-        retain, retain_nll = self.retain_term(model, batch)
-        return npo + retain, {"npo": float(npo.detach()), "retain_nll": retain_nll}
+class NPO_KLR(NPO):  # noqa: N801
+    name = "NPO_KLR"
+    description = "NPO on forget + KL to the original model on retain"
+    defaults = {"beta": 0.1, "alpha": 1.0}
+    retain = "klr"
+
+
+class SimNPO(Method):
+    name = "SimNPO"
+    description = "reference-free NPO with length-normalised NLL and margin γ, + retain NLL"
+    reference = "Fan et al. 2024, Simplicity Prevails: Rethinking NPO for LLM Unlearning"
+    defaults = {"beta": 4.5, "gamma": 0.125, "alpha": 1.0}  # open-unlearning's defaults
+    retain = "gdr"
+
+    def forget_loss(self, model, batch: UnlearnBatch):
+        nll_bar = -sequence_logprob(model, batch.forget) / answer_lengths(batch.forget)
+        beta, gamma = self.hparams["beta"], self.hparams["gamma"]
+        loss = -(2.0 / beta) * F.logsigmoid(beta * nll_bar - gamma).mean()
+        return loss, {"simnpo": loss.item()}
+
+
+def _cached_sequence_logprobs(model, batches) -> torch.Tensor:
+    """log π(y|x) of the original model for every item the batches cover: [N] (CPU)."""
+    values: dict[int, float] = {}
+    with torch.no_grad():
+        for packed, idx in batches:
+            for i, v in zip(idx.tolist(), sequence_logprob(model, packed).float().cpu().tolist(), strict=True):
+                values[i] = v
+    return torch.tensor([values[i] for i in range(len(values))])

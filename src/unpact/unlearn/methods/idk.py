@@ -1,0 +1,46 @@
+"""Refusal targets: teach "I don't know"-style answers on forget questions (TOFU's IdkNLL / IdkDPO).
+
+IdkNLL: NLL(x_f, refusal) + α·NLL(r).
+IdkDPO: DPO with the refusal preferred and the gold answer rejected, reference log-probs cached,
++ α·NLL(r).
+"""
+
+from __future__ import annotations
+
+from .base import Method, UnlearnBatch, dpo_term, nll, sequence_logprob
+from .npo import _cached_sequence_logprobs
+
+
+class IdkNLL(Method):
+    name = "IdkNLL"
+    description = "learn a refusal answer on forget questions + gradient descent on retain"
+    reference = "Maini et al. 2024, TOFU (IDK fine-tuning)"
+    defaults = {"alpha": 1.0}
+    retain = "gdr"
+    needs_refusals = True
+
+    def forget_loss(self, model, batch: UnlearnBatch):
+        f = nll(model, batch.forget_alt)
+        return f, {"refusal_nll": f.item()}
+
+
+class IdkDPO(Method):
+    name = "IdkDPO"
+    description = "DPO preferring a refusal over the gold answer on forget questions + retain NLL"
+    reference = "Rafailov et al. 2023 (DPO); Maini et al. 2024, TOFU"
+    defaults = {"beta": 0.1, "alpha": 1.0}
+    retain = "gdr"
+    needs_refusals = True
+
+    def prepare(self, model, data):
+        super().prepare(model, data)
+        self.ref_gold = _cached_sequence_logprobs(model, data.batches("forget"))
+        self.ref_refusal = _cached_sequence_logprobs(model, data.batches("forget_alt"))
+
+    def forget_loss(self, model, batch: UnlearnBatch):
+        device = batch.forget.input_ids.device
+        idx = batch.forget_index
+        win = sequence_logprob(model, batch.forget_alt) - self.ref_refusal[idx].to(device)
+        lose = sequence_logprob(model, batch.forget) - self.ref_gold[idx].to(device)
+        loss = dpo_term(win, lose, self.hparams["beta"])
+        return loss, {"dpo": loss.item()}
