@@ -49,3 +49,22 @@ def test_tracking_on_a_hand_built_case():
     agg = aggregate([t, {**t, "jaccard": 1.0, "spearman": None}])
     assert agg["jaccard"] == pytest.approx((1 / 3 + 1) / 2)
     assert agg["spearman"] == pytest.approx(t["spearman"])
+
+
+def test_penalisation_profile_on_a_hand_built_case(tiny):
+    from unpact.attribution import keyword_token_mask, penalisation_profile
+
+    _, tok, fmt = tiny
+    ids, mask = keyword_token_mask(fmt, "the harp")
+    assert ids[-1] == tok.eos_token_id and not mask[-1]  # EOS is never a keyword token
+    words = [fmt.token_strings([i])[0].strip() for i in ids[:-1]]
+    assert [m for w, m in zip(words, mask[:-1], strict=True) if w == "the"] == [False]
+    assert mask[:-1].any()
+    before = [np.array([-0.1, -0.2, -0.05]), np.array([-0.3, -0.01])]
+    after = [np.array([-2.1, -0.2, -0.55]), np.array([-0.3, -0.01])]
+    keyword = [np.array([True, False, False]), np.array([True, False])]
+    p = penalisation_profile(before, after, keyword)
+    assert p["keyword_delta"] == pytest.approx(-1.0) and p["keyword_penalised"] == pytest.approx(0.5)
+    assert p["other_delta"] == pytest.approx(-0.5 / 3) and p["other_penalised"] == pytest.approx(1 / 3)
+    assert p["n_tokens"] == 5
+    assert penalisation_profile([], [], [])["keyword_delta"] is None

@@ -41,6 +41,10 @@ def test_unlearning_forgets_while_retain_stays_above_floor(study, method):
     for attack, rate in m["recovery_rate"].items():
         assert rate is None or 0 <= rate <= 1, attack
     assert 0 <= m["tracking"]["jaccard"] <= 1 and 0 <= m["tracking"]["focus_retention"] <= 1
+    pen = m["penalisation"]
+    # finding 3's measurement: forget answers lose far more probability than retain answers
+    assert pen["forget"]["keyword_delta"] < pen["retain"]["keyword_delta"] - 1.0
+    assert pen["retain"]["n_tokens"] > 360
 
 
 def test_records_and_report_cover_every_forget_item(study):
@@ -57,7 +61,9 @@ def test_records_and_report_cover_every_forget_item(study):
             assert r["keywords"] and all(w in r["question"] for w in r["keywords"])
     html = (run / "report.html").read_text(encoding="utf-8")
     assert html.count('class="heatmap"') == 2 * n_forget * len(metrics["methods"])
-    assert "GA_GDR" in html and "NPO_GDR" in html
+    assert "GA_GDR" in html and "NPO_GDR" in html and "penalisation profile" in html
+    retain_row = next(r for r in rows if r["split"] == "retain")
+    assert len(retain_row["answer_tokens"]) == len(retain_row["token_delta"]) == len(retain_row["answer_keyword"])
 
 
 def test_rerun_resumes_from_finished_stages(study):

@@ -1,5 +1,6 @@
 """Attribution stage: leave-one-out (delete/replace/mask) and gradient attributions over tokens, words or
-spans, faithfulness (ERASER comprehensiveness/sufficiency, deletion curve), KeyTokens and tracking."""
+spans, faithfulness (ERASER comprehensiveness/sufficiency, deletion curve), KeyTokens, tracking and the
+penalisation profile."""
 
 from .ablation import ABLATIONS, Attribution, loo_attributions
 from .faithfulness import agreement, faithfulness, kendall_tau
@@ -7,9 +8,10 @@ from .features import FEATURE_KINDS, Features, make_features
 from .gradients import GRADIENT_METHODS, INTEGRATION_RULES, gradient_attributions, integration_nodes
 from .keytokens import DEFAULT_ALPHA, DEFAULT_BETA, key_tokens
 from .methods import METHODS, attribute
+from .penalisation import keyword_token_mask, penalisation_profile
 from .tracking import aggregate, track
 
 __all__ = ["ABLATIONS", "Attribution", "DEFAULT_ALPHA", "DEFAULT_BETA", "FEATURE_KINDS", "Features",
            "GRADIENT_METHODS", "INTEGRATION_RULES", "METHODS", "aggregate", "agreement", "attribute",
            "faithfulness", "gradient_attributions", "integration_nodes", "kendall_tau", "key_tokens",
-           "loo_attributions", "make_features", "track"]
+           "keyword_token_mask", "loo_attributions", "make_features", "penalisation_profile", "track"]

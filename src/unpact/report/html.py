@@ -225,6 +225,7 @@ def _method_view(
         ),
         "rewrite_control": control,
         "tracking": _tracking_pairs(metrics.get("tracking")),
+        "penalisation": metrics.get("penalisation") or {},
         "train": metrics.get("train") or {},
         "outcomes": Counter(r.get("outcome") or MISSING for r in forget),
         "forget_items": [

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..attribution import aggregate, key_tokens, loo_attributions, track
+from ..attribution import (
+    aggregate,
+    key_tokens,
+    keyword_token_mask,
+    loo_attributions,
+    penalisation_profile,
+    track,
+)
 from ..config import StudyConfig
 from ..data import SPLITS, Item, builtin
 from ..evaluation import correctness, destructive_rate, forget_efficacy, quadrant, recovery_rate
@@ -30,9 +37,12 @@ from ..scoring import Scorer
 from ..unlearn import unlearn
 from .progress import Reporter
 
+# Bumped whenever base.json/result.json gain or change fields, so older cached stages are recomputed.
+RESULT_SCHEMA = 2
+
 
 def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([RESULT_SCHEMA, obj], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Study:
@@ -68,6 +78,10 @@ class Study:
             answers = scorer.generate([it.question for it in items])
             ok = correctness(answers, [it.answer for it in items], self.cfg.evaluation.rouge_threshold)
             out[split] = {"answers": answers, "correct": ok.tolist()}
+            # Per answer token (EOS included, as trained): the penalisation profile's raw material.
+            ids = [keyword_token_mask(scorer.fmt, it.answer)[0] for it in items]
+            per_token = scorer.score_ids([scorer.fmt.encode(it.question).ids for it in items], ids).per_token
+            out[split]["token_logprobs"] = [t.tolist() for t in per_token]
         return out
 
     def _attribute(self, scorer: Scorer, items: list[Item]) -> list[dict]:
@@ -91,7 +105,10 @@ class Study:
         self.ui.info("original model: answering and attributing every item")
         answers = self._answers(scorer)
         attributions = {s: self._attribute(scorer, self.splits[s]) for s in SPLITS}
-        result = {"key": key, "answers": answers, "attributions": attributions}
+        roles = {s: [keyword_token_mask(scorer.fmt, it.answer) for it in self.splits[s]] for s in SPLITS}
+        answer_tokens = {s: [{"tokens": scorer.fmt.token_strings(ids), "keyword": mask.tolist()} for ids, mask in r]
+                         for s, r in roles.items()}
+        result = {"key": key, "answers": answers, "attributions": attributions, "answer_tokens": answer_tokens}
         write_json(path, result)
         return result
 
@@ -184,8 +201,13 @@ class Study:
             "destructive_rate_by_split": {s: destructive_rate(cb[s], ca[s]) for s in ("retain", "utility")},
             "accuracy": {s: float(ca[s].mean()) for s in SPLITS},
             "quadrant": quadrant(best_excess, destructive, ev.recovery_threshold, ev.destructive_threshold),
+            "penalisation": {s: penalisation_profile(
+                [np.array(t) for t in base["answers"][s]["token_logprobs"]],
+                [np.array(t) for t in res["answers"][s]["token_logprobs"]],
+                [np.array(a["keyword"], dtype=bool) for a in base["answer_tokens"][s]]) for s in SPLITS},
             "tracking": aggregate(tracking_rows),
-            "train": {k: res["train"][k] for k in ("steps", "seconds", "final_loss")},
+            "train": {k: res["train"][k] for k in ("steps", "seconds", "seconds_per_epoch", "final_loss",
+                                                   "trainable_parameters")},
         }
 
     def records(self, base: dict, res: dict) -> list[dict]:
@@ -199,7 +221,11 @@ class Study:
                 row = {"method": res["method"], "item_id": it.id, "split": split, "question": it.question,
                        "gold": it.answer, "answer_before": base["answers"][split]["answers"][i],
                        "answer_after": res["answers"][split]["answers"][i],
-                       "correct_before": before_ok, "correct_after": after_ok}
+                       "correct_before": before_ok, "correct_after": after_ok,
+                       "answer_tokens": base["answer_tokens"][split][i]["tokens"],
+                       "answer_keyword": base["answer_tokens"][split][i]["keyword"],
+                       "token_delta": [a - b for b, a in zip(base["answers"][split]["token_logprobs"][i],
+                                                             res["answers"][split]["token_logprobs"][i], strict=True)]}
                 if split != "forget":
                     row["outcome"] = "not_known" if not before_ok else "kept" if after_ok else "destroyed"
                     rows.append(row)
