@@ -21,6 +21,9 @@ def test_built_in_model_memorises_its_facts_and_is_a_standard_hf_folder(study):
     assert metrics["model"]["accuracy"] >= 0.99
     for split, acc in metrics["base"]["accuracy"].items():
         assert acc >= 0.97, split
+    q = metrics["attribution_quality"]
+    assert q["loo"]["comprehensiveness"] > 0 and -1 <= q["kendall_tau_loo_ig"] <= 1
+    assert q["integrated_gradients"]["relative_gap_median"] >= 0
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         assert (run / "model" / name).is_file()
     model = AutoModelForCausalLM.from_pretrained(run / "model")

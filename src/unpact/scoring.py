@@ -47,22 +47,24 @@ def pack(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     seqs = [list(p) + list(a) for p, a in zip(prompts, answers, strict=True)]
     B, L, T = len(seqs), max(map(len, seqs)), max(map(len, answers))
-    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((B, L), dtype=torch.long)
-    answer_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    answer_mask = torch.zeros((B, T), dtype=torch.float32)
+    # filled in numpy (one small torch.tensor per row costs more than the rest of a batch's packing)
+    input_ids = np.full((B, L), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((B, L), dtype=np.int64)
+    answer_ids = np.full((B, T), pad_id, dtype=np.int64)
+    answer_mask = np.zeros((B, T), dtype=np.float32)
     for b, (s, a) in enumerate(zip(seqs, answers, strict=True)):
-        input_ids[b, L - len(s):] = torch.tensor(s)
-        attention_mask[b, L - len(s):] = 1
+        if s:
+            input_ids[b, L - len(s):] = s
+            attention_mask[b, L - len(s):] = 1
         if a:
-            answer_ids[b, T - len(a):] = torch.tensor(list(a))
+            answer_ids[b, T - len(a):] = list(a)
             answer_mask[b, T - len(a):] = 1
-    position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    position_ids = np.maximum(attention_mask.cumsum(1) - 1, 0)
     if hidden is not None:  # after the position ids, so hiding a token does not shift the others
         for b, (s, hide) in enumerate(zip(seqs, hidden, strict=True)):
             for i in hide:
                 attention_mask[b, L - len(s) + i] = 0
-    return Packed(input_ids, attention_mask, position_ids, answer_ids, answer_mask)
+    return Packed(*map(torch.from_numpy, (input_ids, attention_mask, position_ids, answer_ids, answer_mask)))
 
 
 def answer_token_logprobs(model: torch.nn.Module, batch: Packed,

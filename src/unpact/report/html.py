@@ -126,6 +126,7 @@ def _context(run_dir: Path, metrics: dict, records: list[dict], records_path: Pa
         "title": f"unPact report — {run_dir.resolve().name}",
         "model": metrics.get("model") or {},
         "base_accuracy": base_accuracy_line(metrics),
+        "quality": metrics.get("attribution_quality") or {},
         "thresholds": thresholds,
         "recovery_threshold": thresholds.get("recovery"),
         "destructive_threshold": thresholds.get("destructive"),

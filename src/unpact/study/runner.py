@@ -19,6 +19,9 @@ import numpy as np
 
 from ..attribution import (
     aggregate,
+    agreement,
+    faithfulness,
+    gradient_attributions,
     key_tokens,
     keyword_token_mask,
     loo_attributions,
@@ -108,9 +111,27 @@ class Study:
         roles = {s: [keyword_token_mask(scorer.fmt, it.answer) for it in self.splits[s]] for s in SPLITS}
         answer_tokens = {s: [{"tokens": scorer.fmt.token_strings(ids), "keyword": mask.tolist()} for ids, mask in r]
                          for s, r in roles.items()}
-        result = {"key": key, "answers": answers, "attributions": attributions, "answer_tokens": answer_tokens}
+        result = {"key": key, "answers": answers, "attributions": attributions, "answer_tokens": answer_tokens,
+                  "attribution_quality": self._attribution_quality(scorer)}
         write_json(path, result)
         return result
+
+    def _attribution_quality(self, scorer: Scorer) -> dict:
+        """Which attribution to believe on this model: ERASER comprehensiveness/sufficiency of LOO and
+        integrated gradients on the forget items, IG's completeness gap, and their agreement (τ)."""
+        items = self.splits["forget"]
+        qs, golds = [it.question for it in items], [it.answer for it in items]
+        results = {"loo": loo_attributions(scorer, qs, golds),
+                   "integrated_gradients": gradient_attributions(scorer, qs, golds, method="integrated_gradients")}
+        out: dict = {}
+        for name, attrs in results.items():
+            rows = faithfulness(scorer, attrs, curve=False)
+            out[name] = {k: float(np.mean([r[k] for r in rows])) for k in ("comprehensiveness", "sufficiency")}
+        gaps = [a.relative_gap for a in results["integrated_gradients"] if a.relative_gap is not None]
+        out["integrated_gradients"]["relative_gap_median"] = float(np.median(gaps)) if gaps else None
+        taus = [t for t in agreement(results["loo"], results["integrated_gradients"]) if t is not None]
+        out["kendall_tau_loo_ig"] = float(np.mean(taus)) if taus else None
+        return out
 
     def run_method(self, index: int, base: dict) -> dict:
         """Unlearn with one method, then evaluate, attribute, attack; cached in ``methods/NAME``."""
@@ -266,6 +287,7 @@ class Study:
                            "destructive": self.cfg.evaluation.destructive_threshold,
                            "rouge": self.cfg.evaluation.rouge_threshold},
             "keytokens": {"alpha": self.cfg.attribution.alpha, "beta": self.cfg.attribution.beta},
+            "attribution_quality": base["attribution_quality"],
             "methods": {r["method"]: self.method_metrics(base, r) for r in results},
         }
         write_jsonl(self.out / "records.jsonl", (row for r in results for row in self.records(base, r)))
