@@ -116,9 +116,9 @@ def main() -> None:
             out.append(r.seq_attr.detach().double().numpy()[s:e])
         return out
 
-    def captum_ig():
+    def captum_ig(answers):
         out = []
-        for q, a in zip(qs[:n_ig], ans[:n_ig], strict=True):
+        for q, a in zip(qs[:n_ig], answers, strict=True):
             enc = fmt.encode(q)
             s, e = enc.span
             presence = torch.ones(1, len(enc.ids), dtype=torch.long)  # 0 → the input's baseline token
@@ -131,9 +131,13 @@ def main() -> None:
     def ours_loo():
         return loo_attributions(scorer, qs, ans, ablation="replace", target="sum")
 
-    def ours_ig():
-        return gradient_attributions(scorer, qs[:n_ig], ans[:n_ig], method="integrated_gradients",
+    def ours_ig(answers):
+        return gradient_attributions(scorer, qs[:n_ig], answers, method="integrated_gradients",
                                      steps=args.steps, target="sum")
+
+    # Gold answers here are one or two tokens, where captum's one-IG-per-answer-token loop costs it
+    # nothing; sentence answers (TOFU's are 20–40 tokens) show the cost that unpact's single pass saves.
+    ig_cases = {"ig": ans[:n_ig], "ig_sentence": [f"I believe it is {a}, as far as I recall." for a in ans[:n_ig]]}
 
     run_loo, run_ig = args.only in (None, "loo"), args.only in (None, "ig")
     result = {
@@ -154,21 +158,23 @@ def main() -> None:
                          "max_abs_diff": loo_err, "agree_1e-4": loo_err <= 1e-4}
         print(f"LOO  unpact {t_ours_l:6.3f} s   captum FeatureAblation {t_theirs_l:6.3f} s   "
               f"{t_theirs_l / t_ours_l:5.1f}x   max |diff| {loo_err:.2e}")
-    if run_ig:
-        ours_i, t_ours_i, theirs_i, t_theirs_i = timed_pair(ours_ig, captum_ig, args.repeat)
+    for case, answers in ig_cases.items() if run_ig else ():
+        ours_i, t_ours_i, theirs_i, t_theirs_i = timed_pair(lambda a=answers: ours_ig(a),
+                                                            lambda a=answers: captum_ig(a), args.repeat)
         ig_err = max(float(np.abs(o.contributions - t).max()) for o, t in zip(ours_i, theirs_i, strict=True))
         ig_scale = max(float(np.abs(t).max()) for t in theirs_i)
         gaps = [o.completeness_gap for o in ours_i]
         rel = [o.relative_gap for o in ours_i if o.relative_gap is not None]
-        result["ig"] = {"unpact_s": t_ours_i, "captum_s": t_theirs_i, "speedup": t_theirs_i / t_ours_i,
+        lengths = [len(fmt.encode_answer(a)) for a in answers]
+        result[case] = {"unpact_s": t_ours_i, "captum_s": t_theirs_i, "speedup": t_theirs_i / t_ours_i,
                         "max_abs_diff": ig_err, "max_abs_attr": ig_scale, "agree": ig_err <= 1e-4 + 1e-3 * ig_scale,
-                        "answer_tokens": [len(fmt.encode_answer(a)) for a in ans[:n_ig]],
-                        "completeness_gap_max": max(gaps),
+                        "answer_tokens": lengths, "completeness_gap_max": max(gaps),
                         "relative_gap_median": float(np.median(rel)) if rel else None}
         print(f"IG   unpact {t_ours_i:6.3f} s   captum LayerIG         {t_theirs_i:6.3f} s   "
-              f"{t_theirs_i / t_ours_i:5.1f}x   max |diff| {ig_err:.2e} (max |attr| {ig_scale:.2e})")
-        print(f"IG completeness gap: max {max(gaps):.3g}, median relative "
-              f"{result['ig']['relative_gap_median'] if rel else 'n/a'}")
+              f"{t_theirs_i / t_ours_i:5.1f}x   max |diff| {ig_err:.2e} (max |attr| {ig_scale:.2e}); "
+              f"answers of {min(lengths)}–{max(lengths)} tokens")
+        print(f"     completeness gap: max {max(gaps):.3g}, median relative "
+              f"{result[case]['relative_gap_median'] if rel else 'n/a'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
