@@ -60,3 +60,12 @@ def test_rewrites_keep_the_question_and_name_the_keywords():
         out = style(q, ["Bramley"])
         assert "Bramley" in out and out != q, name
     assert EMPHASIS_STYLES["mark"](q, ["Bramley"]) == "Where was Marthe *Bramley* born?"
+
+
+def test_lowest_contribution_placebo_words():
+    from unpact.recovery import lowest_contribution_words
+
+    q = "Where was Marthe Bramley born?"
+    offsets = [(0, 5), (5, 9), (9, 16), (16, 24), (24, 29), (29, 30)]  # Where| was| Marthe| Bramley| born|?
+    assert lowest_contribution_words(q, offsets, [0.5, -0.3, 2.0, 1.5, 0.1, 0.2], 2) == ["was", "born"]
+    assert lowest_contribution_words(q, offsets, [0.5, -0.3, 2.0, 1.5, 0.1, 0.0], 0) == ["was"]

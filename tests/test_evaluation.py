@@ -9,6 +9,7 @@ from unpact.evaluation import (
     quadrant,
     recovery_rate,
     rouge_l_recall,
+    wilson_interval,
 )
 
 
@@ -45,3 +46,11 @@ def test_quadrants():
     assert quadrant(0.5, 0.5) == "insufficient+destructive"
     assert quadrant(None, None) == "reliable"
     assert quadrant(0.3, 0.1, recovery_threshold=0.4) == "reliable"
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    lo, hi = wilson_interval(5, 20)
+    assert lo == pytest.approx(0.1119, abs=1e-4) and hi == pytest.approx(0.4687, abs=1e-4)
+    lo, hi = wilson_interval(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
+    assert wilson_interval(20, 20)[1] == 1.0 and wilson_interval(0, 0) is None

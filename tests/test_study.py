@@ -43,6 +43,8 @@ def test_unlearning_forgets_while_retain_stays_above_floor(study, method):
     assert m["quadrant"] in ("reliable", "insufficient", "destructive", "insufficient+destructive")
     for attack, rate in m["recovery_rate"].items():
         assert rate is None or 0 <= rate <= 1, attack
+        lo, hi = m["recovery_ci95"][attack]
+        assert lo <= rate <= hi and hi - lo > 0  # Wilson interval around the measured rate
     assert 0 <= m["tracking"]["jaccard"] <= 1 and 0 <= m["tracking"]["focus_retention"] <= 1
     pen = m["penalisation"]
     # finding 3's measurement: forget answers lose far more probability than retain answers
@@ -60,7 +62,11 @@ def test_records_and_report_cover_every_forget_item(study):
             assert len(r["tokens"]) == len(r["contrib_before"]) == len(r["contrib_after"]) > 0
             assert r["outcome"] in ("kept", "forgotten", "recovered", "not_known")
             assert all(k < len(r["tokens"]) for k in r["key_before"])
-            assert set(r["attacks"]) == {"focus_on_key:instruction", "placebo:instruction"}
+            assert set(r["attacks"]) == {f"{source}:instruction" for source in (
+                "focus_on_key", "focus_on_key_self", "focus_on_key_heuristic", "placebo", "placebo_low")} | {
+                "sampling", "paraphrase", "few_shot", "quantize_int8", "quantize_int4", "relearn"}
+            assert r["attacks"]["relearn"]["changes_weights"] and not r["attacks"]["few_shot"]["changes_weights"]
+            assert r["attacks"]["few_shot"]["prompt"].count("Q: ") == 3
             assert r["keywords"] and all(w in r["question"] for w in r["keywords"])
     html = (run / "report.html").read_text(encoding="utf-8")
     assert html.count('class="heatmap"') == 2 * n_forget * len(metrics["methods"])

@@ -41,9 +41,17 @@ class AttributionConfig:
 
 @dataclass
 class RecoveryConfig:
-    """FocusOnKey emphasis styles to run (each also with placebo keywords)."""
+    """FocusOnKey emphasis styles (each with oracle/self/heuristic keywords and two placebos), and the
+    baseline attacks: sampling, paraphrase, few-shot, weight quantisation and light relearning."""
 
     styles: list[str] = field(default_factory=lambda: ["instruction"])
+    baselines: bool = True
+    sampling_n: int = 8
+    sampling_temperature: float = 1.0
+    few_shot_k: int = 3
+    quantize_bits: list[int] = field(default_factory=lambda: [8, 4])
+    relearn_steps: int = 10
+    relearn_lr: float = 1e-3
 
 
 @dataclass
@@ -143,6 +151,14 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     for name in ("rouge_threshold", "recovery_threshold", "destructive_threshold"):
         v = getattr(cfg.evaluation, name)
         check(0 <= v <= 1, f"evaluation.{name}", v, "use a value in [0, 1]")
+    r = cfg.recovery
+    check(r.sampling_n >= 1, "recovery.sampling_n", r.sampling_n, "use at least 1 sample")
+    check(r.sampling_temperature > 0, "recovery.sampling_temperature", r.sampling_temperature, "use a value > 0")
+    check(r.few_shot_k >= 1, "recovery.few_shot_k", r.few_shot_k, "use at least 1 demonstration")
+    for i, bits in enumerate(r.quantize_bits):
+        check(bits in (4, 8), f"recovery.quantize_bits[{i}]", bits, "use 8 or 4")
+    check(r.relearn_steps >= 1, "recovery.relearn_steps", r.relearn_steps, "use at least 1 step")
+    check(r.relearn_lr > 0, "recovery.relearn_lr", r.relearn_lr, "use a positive learning rate")
     for i, style in enumerate(cfg.recovery.styles):
         check(style in EMPHASIS_STYLES, f"recovery.styles[{i}]", style, f"choose from {', '.join(EMPHASIS_STYLES)}")
     check(cfg.model.lr > 0, "model.lr", cfg.model.lr, "use a positive learning rate")

@@ -1,7 +1,10 @@
 """FocusOnKey: ask the unlearned model again with the question's keywords emphasised, weights untouched.
 
-Keywords are always words of the question (never of the answer). The placebo control emphasises other
-question words chosen at random, so a recovery can be told from an artefact of the rewrite itself.
+Keywords are always words of the question (never of the answer). Keyword sources: *oracle* (KeyTokens
+of the original model), *self* (KeyTokens the unlearned model itself gives its own answer — what a
+real attacker has) and *heuristic* (no model, `data.rewrites.heuristic_keywords`). Two placebo
+controls emphasise other question words — random ones, and those holding the lowest contributions —
+so a recovery can be told from an artefact of the rewrite itself.
 """
 
 from __future__ import annotations
@@ -15,15 +18,25 @@ from ..errors import UnpactError
 from ..scoring import Scorer
 
 
+def words_of_tokens(question: str, offsets: Sequence[tuple[int, int]], tokens: Sequence[int]) -> list[str]:
+    """The question words overlapping any of ``tokens`` (by character ``offsets``), in order, each once."""
+    out: list[str] = []
+    for m in WORD.finditer(question.strip()):
+        if any(offsets[i][0] < m.end() and offsets[i][1] > m.start() for i in tokens) and m.group() not in out:
+            out.append(m.group())
+    return out
+
+
 def keyword_words(attribution: Attribution, key: Sequence[int]) -> list[str]:
     """The question words that contain at least one KeyToken, in question order (each once)."""
-    question = attribution.question.strip()
-    out = []
-    for m in WORD.finditer(question):
-        if any(attribution.offsets[i][0] < m.end() and attribution.offsets[i][1] > m.start() for i in key):
-            if m.group() not in out:
-                out.append(m.group())
-    return out
+    return words_of_tokens(attribution.question, attribution.offsets, key)
+
+
+def lowest_contribution_words(question: str, offsets: Sequence[tuple[int, int]], contributions: Sequence[float],
+                              n_tokens: int) -> list[str]:
+    """Placebo keywords: the words holding the ``n_tokens`` lowest-contribution question tokens."""
+    order = sorted(range(len(contributions)), key=lambda i: contributions[i])
+    return words_of_tokens(question, offsets, order[:max(1, n_tokens)])
 
 
 def placebo_words(question: str, keywords: Sequence[str], rng: random.Random) -> list[str]:

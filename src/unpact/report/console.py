@@ -36,13 +36,21 @@ def format_number(value: float | None, digits: int = 2) -> str:
 
 
 def recovery_attacks(metrics: dict) -> list[str]:
-    """Every non-placebo attack named in any method's ``recovery_rate``, in first-seen order."""
+    """Every FocusOnKey attack (any keyword source) in any method's ``recovery_rate``, first-seen order."""
     seen: dict[str, None] = {}
     for method in (metrics.get("methods") or {}).values():
-        seen.update(
-            dict.fromkeys(a for a in method.get("recovery_rate") or {} if not a.startswith("placebo"))
-        )
+        seen.update(dict.fromkeys(a for a in method.get("recovery_rate") or {} if a.startswith("focus_on_key")))
     return list(seen)
+
+
+def best_baseline(method: dict) -> str:
+    """The strongest non-FocusOnKey attack of a method, as ``name rate`` (`MISSING` if none ran)."""
+    rates = {a: r for a, r in (method.get("recovery_rate") or {}).items()
+             if not a.startswith(("focus_on_key", "placebo")) and r is not None}
+    if not rates:
+        return MISSING
+    name = max(rates, key=rates.get)
+    return f"{name} {format_rate(rates[name])}"
 
 
 def placebo_of(attack: str) -> str:
@@ -61,6 +69,7 @@ def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
         "Method",
         "Forget efficacy",
         *(f"Recovery {attack.replace('focus_on_key', 'FocusOnKey')} (placebo)" for attack in attacks),
+        "Best other attack",
         "Destructive",
         "Retain acc",
         "Utility acc",
@@ -81,6 +90,7 @@ def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
                     f"{format_rate(recovery.get(a))} ({format_rate(recovery.get(placebo_of(a)))})"
                     for a in attacks
                 ),
+                best_baseline(method),
                 format_rate(method.get("destructive_rate")),
                 format_rate(accuracy.get("retain")),
                 format_rate(accuracy.get("utility")),

@@ -30,18 +30,37 @@ from ..attribution import (
 )
 from ..config import StudyConfig
 from ..data import SPLITS, Item, builtin
-from ..evaluation import correctness, destructive_rate, forget_efficacy, quadrant, recovery_rate
+from ..data.rewrites import heuristic_keywords
+from ..evaluation import (
+    correctness,
+    destructive_rate,
+    forget_efficacy,
+    quadrant,
+    recovery_rate,
+    wilson_interval,
+)
 from ..io import read_json, write_json, write_jsonl
 from ..models import PlainFormat, load_model
 from ..models.builtin import prepare_builtin
-from ..recovery import focus_on_key, keyword_words, placebo_words
+from ..recovery import (
+    any_correct,
+    few_shot_questions,
+    focus_on_key,
+    keyword_words,
+    lowest_contribution_words,
+    paraphrase_questions,
+    placebo_words,
+    quantize_model,
+    relearn,
+    sample_answers,
+)
 from ..report import render_report
 from ..scoring import Scorer
 from ..unlearn import unlearn
 from .progress import Reporter
 
 # Bumped whenever base.json/result.json gain or change fields, so older cached stages are recomputed.
-RESULT_SCHEMA = 2
+RESULT_SCHEMA = 4
 
 
 def _digest(obj) -> str:
@@ -159,32 +178,83 @@ class Study:
         self.ui.info(f"{mcfg.method}: evaluating, attributing and attacking")
         answers = self._answers(scorer)
         after = self._attribute(scorer, forget)
-        attacks = self._attacks(scorer, base)
+        attacks = self._attacks(scorer, base, answers)
+        baselines = self._baseline_attacks(scorer) if self.cfg.recovery.baselines else {}
         result = {"key": key, "method": mcfg.method, "train": train_logs, "answers": answers,
-                  "attributions": after, "attacks": attacks}
+                  "attributions": after, "attacks": attacks, "baselines": baselines}
         write_json(folder / "result.json", result)
         return result
 
-    def _attacks(self, scorer: Scorer, base: dict) -> dict:
-        """FocusOnKey with oracle keywords (from the original model) and placebo keywords, per style,
-        on forget items; the oracle rewrite also on retain/utility items as the do-no-harm control."""
+    def _keyword_sources(self, scorer: Scorer, base: dict, answers: dict) -> dict[str, list[list[str]]]:
+        """Per FocusOnKey source, the keywords of every forget item (see `recovery.focus_on_key`)."""
+        a = self.cfg.attribution
+        items = self.splits["forget"]
+        fmt = scorer.fmt
+        oracle = [b["keywords"] for b in base["attributions"]["forget"]]
+        # self: the unlearned model attributes its own greedy answer — all a real attacker can do
+        own = answers["forget"]["answers"]
+        asked = [i for i, ans in enumerate(own) if ans.strip()]
+        own_attr = loo_attributions(scorer, [items[i].question for i in asked], [own[i] for i in asked])
+        self_kw: list[list[str]] = [[] for _ in items]
+        for i, attr in zip(asked, own_attr, strict=True):
+            self_kw[i] = keyword_words(attr, key_tokens(attr.contributions, a.alpha, a.beta))
+        low = [lowest_contribution_words(it.question, fmt.question_offsets(it.question), b["contributions"],
+                                         len(b["key"])) for it, b in zip(items, base["attributions"]["forget"], strict=True)]
+        return {
+            "focus_on_key": oracle,
+            "focus_on_key_self": self_kw,
+            "focus_on_key_heuristic": [heuristic_keywords(it.question) for it in items],
+            "placebo": [placebo_words(it.question, kw, random.Random(f"{self.cfg.seed}:{it.id}"))
+                        for it, kw in zip(items, oracle, strict=True)],
+            "placebo_low": low,
+        }
+
+    def _attacks(self, scorer: Scorer, base: dict, answers: dict) -> dict:
+        """FocusOnKey per style and keyword source (oracle, self, heuristic, two placebos) on the forget
+        items; the oracle rewrite also on retain/utility items as the do-no-harm control."""
         out: dict[str, dict] = {}
+        sources = self._keyword_sources(scorer, base, answers)
         for style in self.cfg.recovery.styles:
-            for split in SPLITS:
-                items = self.splits[split]
-                questions = [it.question for it in items]
-                oracle = [a["keywords"] for a in base["attributions"][split]]
-                prompts, answers = focus_on_key(scorer, questions, oracle, style)
-                out[f"focus_on_key:{style}:{split}"] = {"prompts": prompts, "answers": answers}
-                if split == "forget":
-                    placebo = [placebo_words(it.question, kw, random.Random(f"{self.cfg.seed}:{it.id}"))
-                               for it, kw in zip(items, oracle, strict=True)]
-                    prompts, answers = focus_on_key(scorer, questions, placebo, style)
-                    out[f"placebo:{style}:{split}"] = {"prompts": prompts, "answers": answers, "keywords": placebo}
-        for entry, name in ((v, k) for k, v in out.items()):
+            for source, keywords in sources.items():
+                prompts, replies = focus_on_key(scorer, [it.question for it in self.splits["forget"]], keywords, style)
+                out[f"{source}:{style}:forget"] = {"prompts": prompts, "answers": replies, "keywords": keywords}
+            for split in ("retain", "utility"):
+                oracle = [b["keywords"] for b in base["attributions"][split]]
+                prompts, replies = focus_on_key(scorer, [it.question for it in self.splits[split]], oracle, style)
+                out[f"focus_on_key:{style}:{split}"] = {"prompts": prompts, "answers": replies}
+        for name, entry in out.items():
             split = name.rsplit(":", 1)[1]
             entry["correct"] = correctness(entry["answers"], [it.answer for it in self.splits[split]],
                                            self.cfg.evaluation.rouge_threshold).tolist()
+        return out
+
+    def _baseline_attacks(self, scorer: Scorer) -> dict:
+        """The other known ways of recovering knowledge, on the forget items (DESIGN.md): sampling,
+        paraphrased and few-shot prompts (weights untouched), quantisation and relearning (weights changed)."""
+        r = self.cfg.recovery
+        items, golds = self.splits["forget"], [it.answer for it in self.splits["forget"]]
+        out: dict[str, dict] = {}
+
+        def record(name: str, prompts: list[str], answers: list[str], changes_weights: bool) -> None:
+            ok = correctness(answers, golds, self.cfg.evaluation.rouge_threshold)
+            out[name] = {"prompts": prompts, "answers": answers, "correct": ok.tolist(), "changes_weights": changes_weights}
+
+        questions = [it.question for it in items]
+        samples = sample_answers(scorer, questions, n=r.sampling_n, temperature=r.sampling_temperature, seed=self.cfg.seed)
+        hits = any_correct(samples, golds, self.cfg.evaluation.rouge_threshold)
+        out["sampling"] = {"prompts": questions, "answers": [next((s for s in ss if s), "") for ss in samples],
+                           "samples": samples, "correct": hits.tolist(), "changes_weights": False}
+        paraphrased = [p or q for p, q in zip(paraphrase_questions(items), questions, strict=True)]
+        record("paraphrase", paraphrased, scorer.generate(paraphrased), False)
+        shots = few_shot_questions(items, self.splits["retain"], k=r.few_shot_k, seed=self.cfg.seed)
+        record("few_shot", shots, scorer.generate(shots), False)
+        for bits in r.quantize_bits:
+            quantized = Scorer(quantize_model(scorer.model, bits), scorer.tokenizer, scorer.fmt, scorer.batch_size)
+            record(f"quantize_int{bits}", questions, quantized.generate(questions), True)
+        relearned = relearn(scorer.model, scorer.tokenizer, scorer.fmt, self.splits["retain"], steps=r.relearn_steps,
+                            lr=r.relearn_lr, seed=self.cfg.seed)
+        record("relearn", questions, Scorer(relearned, scorer.tokenizer, scorer.fmt, scorer.batch_size).generate(questions),
+               True)
         return out
 
     # -- metrics and records -------------------------------------------------------------------
@@ -196,16 +266,27 @@ class Study:
         ca = {s: np.array(res["answers"][s]["correct"]) for s in SPLITS}
         keep_before = np.concatenate([cb["retain"], cb["utility"]])
         keep_after = np.concatenate([ca["retain"], ca["utility"]])
-        recovery, excess, control = {}, {}, {}
+        recovery, interval, excess, control = {}, {}, {}, {}
+        forgotten = cb["forget"].astype(bool) & ~ca["forget"].astype(bool)
+        for name, entry in res["attacks"].items():
+            source, style, split = name.split(":")
+            if split != "forget":
+                continue
+            hit = np.array(entry["correct"], dtype=bool)
+            recovery[f"{source}:{style}"] = recovery_rate(cb["forget"], ca["forget"], hit)
+            interval[f"{source}:{style}"] = wilson_interval(int((hit & forgotten).sum()), int(forgotten.sum()))
+        for name, entry in res.get("baselines", {}).items():
+            hit = np.array(entry["correct"], dtype=bool)
+            recovery[name] = recovery_rate(cb["forget"], ca["forget"], hit)
+            interval[name] = wilson_interval(int((hit & forgotten).sum()), int(forgotten.sum()))
+        for attack, r in recovery.items():
+            if attack.startswith("focus_on_key"):
+                p = recovery["placebo:" + attack.split(":", 1)[1]]
+                excess[attack] = None if r is None else r - (p or 0.0)
+        known_after = keep_after.astype(bool)
         for style in self.cfg.recovery.styles:
-            hit = np.array(res["attacks"][f"focus_on_key:{style}:forget"]["correct"])
-            placebo = np.array(res["attacks"][f"placebo:{style}:forget"]["correct"])
-            r, p = recovery_rate(cb["forget"], ca["forget"], hit), recovery_rate(cb["forget"], ca["forget"], placebo)
-            recovery[f"focus_on_key:{style}"], recovery[f"placebo:{style}"] = r, p
-            excess[f"focus_on_key:{style}"] = None if r is None else r - (p or 0.0)
             kept = np.concatenate([np.array(res["attacks"][f"focus_on_key:{style}:{s}"]["correct"])
                                    for s in ("retain", "utility")])
-            known_after = keep_after.astype(bool)
             control[style] = float(kept[known_after].mean()) if known_after.any() else None
         destructive = destructive_rate(keep_before, keep_after)
         best_excess = max((v for v in excess.values() if v is not None), default=None)
@@ -216,7 +297,7 @@ class Study:
         return {
             "forget_efficacy": forget_efficacy(cb["forget"], ca["forget"]),
             "n_known": int(known.sum()), "n_forgotten": int((known & ~ca["forget"].astype(bool)).sum()),
-            "recovery_rate": recovery, "recovery_excess": excess,
+            "recovery_rate": recovery, "recovery_ci95": interval, "recovery_excess": excess,
             "rewrite_control": control,
             "destructive_rate": destructive,
             "destructive_rate_by_split": {s: destructive_rate(cb[s], ca[s]) for s in ("retain", "utility")},
@@ -234,7 +315,6 @@ class Study:
     def records(self, base: dict, res: dict) -> list[dict]:
         """Per-item records of one method: forget items in full, retain/utility answers and outcome."""
         rows = []
-        styles = self.cfg.recovery.styles
         for split in SPLITS:
             for i, it in enumerate(self.splits[split]):
                 before_ok = bool(base["answers"][split]["correct"][i])
@@ -255,12 +335,16 @@ class Study:
                 t = track(np.array(b["contributions"]), np.array(a["contributions"]),
                           self.cfg.attribution.alpha, self.cfg.attribution.beta)
                 attacks = {}
-                for style in styles:
-                    for kind in ("focus_on_key", "placebo"):
-                        att = res["attacks"][f"{kind}:{style}:forget"]
-                        attacks[f"{kind}:{style}"] = {"prompt": att["prompts"][i], "answer": att["answers"][i],
-                                                      "correct": bool(att["correct"][i])}
-                recovered = any(v["correct"] for k, v in attacks.items() if k.startswith("focus_on_key"))
+                for name, att in res["attacks"].items():
+                    if name.endswith(":forget"):
+                        attacks[name.rsplit(":", 1)[0]] = {"prompt": att["prompts"][i], "answer": att["answers"][i],
+                                                           "correct": bool(att["correct"][i])}
+                for name, att in res.get("baselines", {}).items():
+                    attacks[name] = {"prompt": att["prompts"][i], "answer": att["answers"][i],
+                                     "correct": bool(att["correct"][i]), "changes_weights": att["changes_weights"]}
+                # "recovered" means without touching the weights: FocusOnKey or the other prompt attacks
+                recovered = any(v["correct"] for k, v in attacks.items()
+                                if not k.startswith("placebo") and not v.get("changes_weights"))
                 outcome = ("not_known" if not before_ok else "kept" if after_ok
                            else "recovered" if recovered else "forgotten")
                 row.update({
