@@ -188,3 +188,37 @@ def test_relearn_rejects_empty_items(tiny):
     model, tok, fmt = tiny
     with pytest.raises(UnpactError, match="at least one item"):
         relearn(model, tok, fmt, [])
+
+
+class _EmphasisOnlyModel:
+    """A stand-in scorer whose answer is right only when the prompt emphasises the item's keyword."""
+
+    def __init__(self, golds: dict[str, str], keyword: dict[str, str]):
+        self.golds, self.keyword = golds, keyword
+
+    def generate(self, questions):
+        out = []
+        for q in questions:
+            item = next(k for k in self.golds if k in q)
+            out.append(self.golds[item] if f"Focus on {self.keyword[item]}" in q else "no idea")
+        return out
+
+
+def test_focus_on_key_counts_exactly_the_items_emphasis_brings_back():
+    import numpy as np
+
+    from unpact.evaluation import correctness, recovery_rate
+    from unpact.recovery import focus_on_key
+
+    questions = {"Where was Ada born?": "Quillmoor", "Where was Bo born?": "Drennick", "Where was Cy born?": "Ostrith"}
+    scorer = _EmphasisOnlyModel(questions, {q: q.split()[2] for q in questions})
+    qs, golds = list(questions), list(questions.values())
+    before = np.array([True, True, False])            # Cy was never known
+    after = correctness(scorer.generate(qs), golds)   # plain prompts: everything forgotten
+    oracle = [["Ada"], ["born"], ["Cy"]]               # Bo's keyword is wrong: no recovery for Bo
+    _, answers = focus_on_key(scorer, qs, oracle, "instruction")
+    hits = correctness(answers, golds)
+    assert hits.tolist() == [True, False, True]
+    assert recovery_rate(before, after, hits) == 0.5  # Ada of {Ada, Bo}; Cy does not count
+    _, placebo = focus_on_key(scorer, qs, [["born"]] * 3, "instruction")
+    assert recovery_rate(before, after, correctness(placebo, golds)) == 0.0
