@@ -83,3 +83,22 @@ def test_attribute_json_matches_the_library(capsys, study):
 def test_empty_prompt(capsys, argv):
     code, _, err = run_cli(capsys, *argv)
     assert_one_line_error(code, err, "--prompt and --answer must be non-empty")
+
+
+def test_recover_attacks_a_pair_of_models_like_the_study(capsys, study, tmp_path):
+    run, metrics = study
+    out = tmp_path / "recover"
+    code, stdout, _ = run_cli(capsys, "recover", "--original", str(run / "model"), "--data", str(run / "data"),
+                              "--model", f"npo={run / 'methods' / 'NPO_GDR' / 'model'}",
+                              "--attacks", "paraphrase", "--out", str(out), "--quiet")
+    assert code == 0 and "npo" in stdout
+    got = json.loads((out / "metrics.json").read_text())["methods"]["npo"]
+    want = metrics["methods"]["NPO_GDR"]
+    assert got["forget_efficacy"] == want["forget_efficacy"]
+    for attack in ("focus_on_key:instruction", "placebo:instruction", "paraphrase"):
+        assert got["recovery_rate"][attack] == want["recovery_rate"][attack]
+    assert "relearn" not in got["recovery_rate"]  # only the attacks asked for
+    assert (out / "report.html").is_file()
+    code, _, err = run_cli(capsys, "recover", "--original", str(run / "model"), "--model", str(run / "model"),
+                           "--attacks", "shouting", "--out", str(tmp_path / "x"))
+    assert_one_line_error(code, err, "recovery.attacks[0]", "'shouting'")

@@ -155,6 +155,28 @@ def cmd_demo(args) -> None:
           f"records: {args.out / 'records.jsonl'}")
 
 
+def cmd_recover(args) -> None:
+    from .data import SPLITS, load_items
+    from .report.console import print_summary
+    from .study import Study
+
+    cfg = _study_config(args)
+    if args.attacks is not None:
+        cfg.recovery.attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+        from .config import validate
+
+        validate(cfg)
+    data = args.data or (args.original / "data")
+    splits = {s: load_items(data / f"{s}.jsonl") for s in SPLITS}
+    unlearned = {}
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        unlearned[name if sep else Path(spec).name] = Path(path if sep else spec)
+    metrics = Study(cfg, args.out, _reporter(args), model_dir=args.original).audit(splits, unlearned)
+    print_summary(metrics)
+    print(f"report: {args.out / 'report.html'}   metrics: {args.out / 'metrics.json'}")
+
+
 def cmd_report(args) -> None:
     from .report import render_report
 
@@ -219,6 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=Path, help="study YAML (default: built-in defaults, see configs/demo.yaml)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("recover", help="attack already-unlearned models against their original")
+    s.add_argument("--original", type=Path, required=True, help="the model before unlearning")
+    s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
+                   help="an unlearned model (repeatable)")
+    s.add_argument("--data", type=Path, help="folder with forget/retain/utility.jsonl (default: ORIGINAL/data)")
+    s.add_argument("--attacks", help="comma-separated baseline attacks beside FocusOnKey "
+                                     "(sampling,paraphrase,few_shot,quantize,relearn; default all)")
+    s.add_argument("--out", type=Path, default=Path("runs/recover"))
+    s.add_argument("--config", type=Path, help="study YAML whose recovery/attribution/evaluation sections to use")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_recover)
 
     s = sub.add_parser("report", help="re-render report.html from a run directory")
     s.add_argument("run", type=Path)

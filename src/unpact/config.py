@@ -39,13 +39,16 @@ class AttributionConfig:
     beta: int = DEFAULT_BETA
 
 
+BASELINE_ATTACKS = ("sampling", "paraphrase", "few_shot", "quantize", "relearn")
+
+
 @dataclass
 class RecoveryConfig:
     """FocusOnKey emphasis styles (each with oracle/self/heuristic keywords and two placebos), and the
     baseline attacks: sampling, paraphrase, few-shot, weight quantisation and light relearning."""
 
     styles: list[str] = field(default_factory=lambda: ["instruction"])
-    baselines: bool = True
+    attacks: list[str] = field(default_factory=lambda: list(BASELINE_ATTACKS))
     sampling_n: int = 8
     sampling_temperature: float = 1.0
     few_shot_k: int = 3
@@ -152,6 +155,8 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         v = getattr(cfg.evaluation, name)
         check(0 <= v <= 1, f"evaluation.{name}", v, "use a value in [0, 1]")
     r = cfg.recovery
+    for i, name in enumerate(r.attacks):
+        check(name in BASELINE_ATTACKS, f"recovery.attacks[{i}]", name, f"choose from {', '.join(BASELINE_ATTACKS)}")
     check(r.sampling_n >= 1, "recovery.sampling_n", r.sampling_n, "use at least 1 sample")
     check(r.sampling_temperature > 0, "recovery.sampling_temperature", r.sampling_temperature, "use a value > 0")
     check(r.few_shot_k >= 1, "recovery.few_shot_k", r.few_shot_k, "use at least 1 demonstration")

@@ -70,10 +70,12 @@ def _digest(obj) -> str:
 class Study:
     """One run directory and the state shared by its stages."""
 
-    def __init__(self, cfg: StudyConfig, out: str | Path, reporter: Reporter | None = None):
+    def __init__(self, cfg: StudyConfig, out: str | Path, reporter: Reporter | None = None,
+                 model_dir: str | Path | None = None):
         self.cfg, self.out = cfg, Path(out)
         self.ui = reporter or Reporter(quiet=True)
         self.splits: dict[str, list[Item]] = {}
+        self.model_dir = Path(model_dir) if model_dir else self.out / "model"  # the original model
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -119,10 +121,11 @@ class Study:
     def base(self) -> dict:
         """Original model: answers on every split and attributions (oracle KeyTokens) on every item."""
         path = self.out / "base.json"
-        key = _digest([self.cfg.data, self.cfg.model, self.cfg.attribution, self.cfg.evaluation])
+        key = _digest([self.cfg.attribution, self.cfg.evaluation, str(self.model_dir.resolve()),
+                       [[it.to_dict() for it in self.splits[s]] for s in SPLITS]])
         if path.is_file() and (cached := read_json(path)).get("key") == key:
             return cached
-        model, tok = load_model(self.out / "model")
+        model, tok = load_model(self.model_dir)
         scorer = self._scorer(model, tok)
         self.ui.info("original model: answering and attributing every item")
         answers = self._answers(scorer)
@@ -174,16 +177,27 @@ class Study:
         tmp.rename(folder / "model")
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # the final model supersedes it
 
+        return self._evaluate(mcfg.method, model, tok, base, key, train_logs, folder)
+
+    def _evaluate(self, name: str, model, tok, base: dict, key: str, train_logs: dict, folder: Path) -> dict:
+        """Answers, attributions and attacks of an unlearned model; written to ``folder/result.json``."""
         scorer = self._scorer(model, tok)
-        self.ui.info(f"{mcfg.method}: evaluating, attributing and attacking")
+        self.ui.info(f"{name}: evaluating, attributing and attacking")
         answers = self._answers(scorer)
-        after = self._attribute(scorer, forget)
-        attacks = self._attacks(scorer, base, answers)
-        baselines = self._baseline_attacks(scorer) if self.cfg.recovery.baselines else {}
-        result = {"key": key, "method": mcfg.method, "train": train_logs, "answers": answers,
-                  "attributions": after, "attacks": attacks, "baselines": baselines}
+        result = {"key": key, "method": name, "train": train_logs, "answers": answers,
+                  "attributions": self._attribute(scorer, self.splits["forget"]),
+                  "attacks": self._attacks(scorer, base, answers), "baselines": self._baseline_attacks(scorer)}
         write_json(folder / "result.json", result)
         return result
+
+    def audit_model(self, name: str, model_dir: str | Path, base: dict) -> dict:
+        """Evaluate and attack a model someone else unlearned (no training); cached like a method."""
+        folder = self.out / "methods" / name
+        key = _digest([base["key"], str(Path(model_dir).resolve()), self.cfg.recovery, self.cfg.evaluation])
+        if (folder / "result.json").is_file() and (cached := read_json(folder / "result.json")).get("key") == key:
+            return cached
+        model, tok = load_model(model_dir)
+        return self._evaluate(name, model, tok, base, key, {}, folder)
 
     def _keyword_sources(self, scorer: Scorer, base: dict, answers: dict) -> dict[str, list[list[str]]]:
         """Per FocusOnKey source, the keywords of every forget item (see `recovery.focus_on_key`)."""
@@ -240,21 +254,26 @@ class Study:
             out[name] = {"prompts": prompts, "answers": answers, "correct": ok.tolist(), "changes_weights": changes_weights}
 
         questions = [it.question for it in items]
-        samples = sample_answers(scorer, questions, n=r.sampling_n, temperature=r.sampling_temperature, seed=self.cfg.seed)
-        hits = any_correct(samples, golds, self.cfg.evaluation.rouge_threshold)
-        out["sampling"] = {"prompts": questions, "answers": [next((s for s in ss if s), "") for ss in samples],
-                           "samples": samples, "correct": hits.tolist(), "changes_weights": False}
-        paraphrased = [p or q for p, q in zip(paraphrase_questions(items), questions, strict=True)]
-        record("paraphrase", paraphrased, scorer.generate(paraphrased), False)
-        shots = few_shot_questions(items, self.splits["retain"], k=r.few_shot_k, seed=self.cfg.seed)
-        record("few_shot", shots, scorer.generate(shots), False)
-        for bits in r.quantize_bits:
+        if "sampling" in r.attacks:
+            samples = sample_answers(scorer, questions, n=r.sampling_n, temperature=r.sampling_temperature,
+                                     seed=self.cfg.seed)
+            hits = any_correct(samples, golds, self.cfg.evaluation.rouge_threshold)
+            out["sampling"] = {"prompts": questions, "answers": [next((s for s in ss if s), "") for ss in samples],
+                               "samples": samples, "correct": hits.tolist(), "changes_weights": False}
+        if "paraphrase" in r.attacks:
+            paraphrased = [p or q for p, q in zip(paraphrase_questions(items), questions, strict=True)]
+            record("paraphrase", paraphrased, scorer.generate(paraphrased), False)
+        if "few_shot" in r.attacks:
+            shots = few_shot_questions(items, self.splits["retain"], k=r.few_shot_k, seed=self.cfg.seed)
+            record("few_shot", shots, scorer.generate(shots), False)
+        for bits in r.quantize_bits if "quantize" in r.attacks else ():
             quantized = Scorer(quantize_model(scorer.model, bits), scorer.tokenizer, scorer.fmt, scorer.batch_size)
             record(f"quantize_int{bits}", questions, quantized.generate(questions), True)
-        relearned = relearn(scorer.model, scorer.tokenizer, scorer.fmt, self.splits["retain"], steps=r.relearn_steps,
-                            lr=r.relearn_lr, seed=self.cfg.seed)
-        record("relearn", questions, Scorer(relearned, scorer.tokenizer, scorer.fmt, scorer.batch_size).generate(questions),
-               True)
+        if "relearn" in r.attacks:
+            relearned = relearn(scorer.model, scorer.tokenizer, scorer.fmt, self.splits["retain"],
+                                steps=r.relearn_steps, lr=r.relearn_lr, seed=self.cfg.seed)
+            relearned_scorer = Scorer(relearned, scorer.tokenizer, scorer.fmt, scorer.batch_size)
+            record("relearn", questions, relearned_scorer.generate(questions), True)
         return out
 
     # -- metrics and records -------------------------------------------------------------------
@@ -308,8 +327,8 @@ class Study:
                 [np.array(t) for t in res["answers"][s]["token_logprobs"]],
                 [np.array(a["keyword"], dtype=bool) for a in base["answer_tokens"][s]]) for s in SPLITS},
             "tracking": aggregate(tracking_rows),
-            "train": {k: res["train"][k] for k in ("steps", "seconds", "seconds_per_epoch", "final_loss",
-                                                   "trainable_parameters")},
+            "train": {k: res["train"].get(k) for k in ("steps", "seconds", "seconds_per_epoch", "final_loss",
+                                                       "trainable_parameters")},
         }
 
     def records(self, base: dict, res: dict) -> list[dict]:
@@ -363,9 +382,22 @@ class Study:
         info = self.prepare()
         base = self.base()
         results = [self.run_method(i, base) for i in range(len(self.cfg.methods))]
+        model = {"path": str(self.model_dir), "parameters": info["parameters"], "accuracy": info["accuracy"],
+                 "train_seconds": info["train_seconds"]}
+        return self._finish(model, base, results)
+
+    def audit(self, splits: dict[str, list[Item]], unlearned: dict[str, Path]) -> dict:
+        """Attack already-unlearned models against the original (``model_dir``) on given items."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "config.json", self.cfg.to_dict())
+        self.splits = splits
+        base = self.base()
+        results = [self.audit_model(name, path, base) for name, path in unlearned.items()]
+        return self._finish({"path": str(self.model_dir)}, base, results)
+
+    def _finish(self, model: dict, base: dict, results: list[dict]) -> dict:
         metrics = {
-            "model": {"path": str(self.out / "model"), "parameters": info["parameters"], "accuracy": info["accuracy"],
-                      "train_seconds": info["train_seconds"]},
+            "model": model,
             "base": {"accuracy": {s: float(np.mean(base["answers"][s]["correct"])) for s in SPLITS}},
             "thresholds": {"recovery": self.cfg.evaluation.recovery_threshold,
                            "destructive": self.cfg.evaluation.destructive_threshold,
