@@ -32,7 +32,7 @@ def test_built_in_model_memorises_its_facts_and_is_a_standard_hf_folder(study):
     assert tok.pad_token_id is not None and tok.eos_token_id is not None
 
 
-@pytest.mark.parametrize("method", ["GA_GDR", "GA_KLR", "NPO_GDR", "NPO_KLR", "TaskVector", "RMU"])
+@pytest.mark.parametrize("method", ["GA_GDR", "GA_KLR", "NPO_GDR", "NPO_KLR", "TaskVector", "RMU", "KeyNPO"])
 def test_unlearning_forgets_while_retain_stays_above_floor(study, method):
     _, metrics = study
     m = metrics["methods"][method]

@@ -24,6 +24,8 @@ def setup(tiny, benchmark):
                                   for it, a in zip(items, answers, strict=True)]
     pairs = {"forget": enc(forget, [it.answer for it in forget]), "retain": enc(retain, [it.answer for it in retain]),
              "forget_alt": enc(forget, [REFUSAL] * len(forget))}
+    spans = [fmt.encode(it.question).span for it in forget]
+    pairs["forget_blank"] = [(p[:s] + p[e:], a) for (p, a), (s, e) in zip(pairs["forget"], spans, strict=True)]
 
     def packed(which):
         return pack([p for p, _ in pairs[which]], [a for _, a in pairs[which]], tok.pad_token_id)
@@ -107,6 +109,14 @@ def formula(name, ref, m, pairs, method):
         return -F.logsigmoid(hp["beta"] * (win - lose)).mean().item() + retain
     if name == "TaskVector":
         return nll(m, f)
+    if name == "KeyNPO":
+        logratios = []
+        for (p, a), (pb, _) in zip(f, pairs["forget_blank"], strict=True):
+            gain = (token_logps(ref, p, a) - token_logps(ref, pb, a)).clamp(min=0)
+            w = gain / gain.sum() if gain.sum() > 0 else torch.full_like(gain, 1 / len(a))
+            logratios.append(len(a) * (w * (token_logps(m, p, a) - token_logps(ref, p, a))).sum())
+        lr_k = torch.stack(logratios)
+        return (-(2 / hp["beta"]) * F.logsigmoid(-hp["beta"] * lr_k).mean()).item() + retain
     if name == "RMU":
         layer = len(ref.model.layers) // 2
         norms = torch.cat([h.norm(dim=-1) for h in hidden(ref, f, layer)])
@@ -167,7 +177,7 @@ def test_rmu_trains_only_mlp_down_projections_and_scales_its_coefficient(setup):
 
 def test_registry_and_unknown_names():
     assert {"GA", "GA_GDR", "GA_KLR", "NPO", "NPO_GDR", "NPO_KLR", "SimNPO", "IdkNLL", "IdkDPO", "RMU",
-            "TaskVector"} == set(METHODS)
+            "TaskVector", "KeyNPO"} == set(METHODS)
     with pytest.raises(UnpactError, match="unknown unlearning method 'GD'; choose one of: GA_GDR"):
         get_method("GD")
     with pytest.raises(UnpactError, match="unknown hyper-parameter"):
@@ -225,3 +235,15 @@ def test_diverging_loss_names_the_step(tiny, benchmark, monkeypatch, tmp_path):
     with pytest.raises(UnpactError, match=r"loss became nan at step 1 \(forget items forget-"):
         unlearn(copy.deepcopy(model), tok, fmt, benchmark["forget"][:4], benchmark["retain"][:4],
                 UnlearnConfig(method="GA_GDR", epochs=1), checkpoint_dir=tmp_path)
+
+
+def test_key_npo_with_uniform_weights_is_npo(setup):
+    model, _, batch, data = setup
+    key, npo = get_method("KeyNPO", beta=0.5), get_method("NPO_GDR", beta=0.5)
+    key.prepare(model, data)
+    npo.prepare(model, data)
+    assert all(abs(w.sum().item() - 1) < 1e-5 and (w >= 0).all() for w in key.weights.values())
+    key.weights = {i: torch.full_like(w, 1 / len(w)) for i, w in key.weights.items()}
+    moved = prepared("NPO", model, data)[1]
+    with torch.no_grad():
+        assert key.loss(moved, batch)[0].item() == pytest.approx(npo.loss(moved, batch)[0].item(), rel=1e-5)

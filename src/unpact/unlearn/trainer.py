@@ -73,7 +73,8 @@ def schedule(n_forget: int, n_retain: int, cfg: UnlearnConfig) -> list[tuple[lis
 class _Data:
     """Token ids of every forget/retain item (and refusal targets), packed on demand."""
 
-    def __init__(self, fmt, forget: list[Item], retain: list[Item], pad_id: int, device, seed: int, refusal: bool):
+    def __init__(self, fmt, forget: list[Item], retain: list[Item], pad_id: int, device, seed: int, refusal: bool,
+                 blank: bool = False):
         enc = lambda items, answers: [(fmt.encode(it.question).ids, fmt.encode_answer(a, eos=True))  # noqa: E731
                                       for it, a in zip(items, answers, strict=True)]
         self.pairs = {"forget": enc(forget, [it.answer for it in forget]),
@@ -81,6 +82,13 @@ class _Data:
         if refusal:
             rng = random.Random(seed)
             self.pairs["forget_alt"] = enc(forget, [rng.choice(refusals()) for _ in forget])
+        if blank:  # the forget prompts with the whole question deleted (template kept)
+            def without_question(item: Item) -> list[int]:
+                enc = fmt.encode(item.question)
+                return enc.ids[:enc.span[0]] + enc.ids[enc.span[1]:]
+
+            self.pairs["forget_blank"] = [(without_question(it), a)
+                                          for it, (_, a) in zip(forget, self.pairs["forget"], strict=True)]
         self.pad_id, self.device = pad_id, device
 
     def packed(self, which: str, idx: list[int]):
@@ -180,7 +188,8 @@ def unlearn(model, tokenizer, fmt, forget: list[Item], retain: list[Item], cfg: 
     method: Method = get_method(cfg.method, **cfg.hparams)
     torch.manual_seed(cfg.seed)
     device = next(model.parameters()).device
-    data = _Data(fmt, forget, retain, tokenizer.pad_token_id, device, cfg.seed, method.needs_refusals)
+    data = _Data(fmt, forget, retain, tokenizer.pad_token_id, device, cfg.seed, method.needs_refusals,
+                 method.needs_blank_questions)
     steps = schedule(len(forget), len(retain), cfg)
     per_epoch = math.ceil(len(forget) / cfg.batch_size)
     every = cfg.checkpoint_every or per_epoch

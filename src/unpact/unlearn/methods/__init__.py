@@ -6,13 +6,14 @@ from ...errors import UnpactError
 from .base import Method, PrepareData, UnlearnBatch
 from .ga import GA, GA_GDR, GA_KLR
 from .idk import IdkDPO, IdkNLL
+from .key_npo import KeyNPO
 from .npo import NPO, NPO_GDR, NPO_KLR, SimNPO
 from .rmu import RMU
 from .task_vector import TaskVector
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     GA_GDR, GA_KLR, NPO_GDR, NPO_KLR, TaskVector, RMU,  # the unPact paper's six
-    GA, NPO, SimNPO, IdkNLL, IdkDPO,
+    GA, NPO, SimNPO, IdkNLL, IdkDPO, KeyNPO,
 )}
 PAPER_SIX = ("GA_GDR", "GA_KLR", "NPO_GDR", "NPO_KLR", "TaskVector", "RMU")
 

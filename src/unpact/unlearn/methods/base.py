@@ -36,7 +36,7 @@ class PrepareData:
         self._make = make_batches
 
     def batches(self, which: str) -> Iterator[tuple[Packed, torch.Tensor]]:
-        """(packed batch, item indices) over ``which`` ∈ {"forget", "forget_alt", "retain"}."""
+        """(packed batch, item indices) over ``which`` ∈ {"forget", "forget_alt", "forget_blank", "retain"}."""
         return self._make(which)
 
 
@@ -86,6 +86,7 @@ class Method:
     defaults: ClassVar[dict[str, float]] = {}
     retain: ClassVar[str | None] = None
     needs_refusals: ClassVar[bool] = False
+    needs_blank_questions: ClassVar[bool] = False  # forget prompts with the question deleted (KeyNPO)
 
     def __init__(self, **hparams: float):
         unknown = set(hparams) - set(self.defaults)
