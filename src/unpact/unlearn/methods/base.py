@@ -58,6 +58,26 @@ def answer_lengths(batch: Packed) -> torch.Tensor:
     return batch.answer_mask.sum(dim=1)
 
 
+@torch.no_grad()
+def cached_token_logprobs(model, batches) -> dict[int, torch.Tensor]:
+    """The answer-token log-probs of every item the batches cover, unpadded: {index: [T_i]} (CPU).
+
+    Computed once on the original model in `Method.prepare`: the cached reference of NPO/DPO/KeyNPO.
+    """
+    out = {}
+    for packed, idx in batches:
+        lp = answer_token_logprobs(model, packed).float().cpu()
+        for row, i in enumerate(idx.tolist()):
+            out[i] = lp[row, lp.shape[1] - int(packed.answer_mask[row].sum()):]
+    return out
+
+
+def cached_sequence_logprobs(model, batches) -> torch.Tensor:
+    """log π(y|x) of the original model for every item the batches cover, by index: [N] (CPU)."""
+    per_token = cached_token_logprobs(model, batches)
+    return torch.stack([per_token[i].sum() for i in range(len(per_token))])
+
+
 def npo_term(logratio: torch.Tensor, beta: float) -> torch.Tensor:
     """−(2/β)·mean log σ(−β·logratio), logratio = log π_θ(y) − log π_ref(y): [B] → scalar."""
     return -(2.0 / beta) * F.logsigmoid(-beta * logratio).mean()

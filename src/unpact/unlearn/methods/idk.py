@@ -7,8 +7,7 @@ IdkDPO: DPO with the refusal preferred and the gold answer rejected, reference l
 
 from __future__ import annotations
 
-from .base import Method, UnlearnBatch, dpo_term, nll, sequence_logprob
-from .npo import _cached_sequence_logprobs
+from .base import Method, UnlearnBatch, cached_sequence_logprobs, dpo_term, nll, sequence_logprob
 
 
 class IdkNLL(Method):
@@ -34,8 +33,8 @@ class IdkDPO(Method):
 
     def prepare(self, model, data):
         super().prepare(model, data)
-        self.ref_gold = _cached_sequence_logprobs(model, data.batches("forget"))
-        self.ref_refusal = _cached_sequence_logprobs(model, data.batches("forget_alt"))
+        self.ref_gold = cached_sequence_logprobs(model, data.batches("forget"))
+        self.ref_refusal = cached_sequence_logprobs(model, data.batches("forget_alt"))
 
     def forget_loss(self, model, batch: UnlearnBatch):
         device = batch.forget.input_ids.device

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ...scoring import answer_token_logprobs
-from .base import Method, UnlearnBatch, npo_term
+from .base import Method, UnlearnBatch, cached_token_logprobs, npo_term
 
 
 class KeyNPO(Method):
@@ -29,9 +29,8 @@ class KeyNPO(Method):
 
     def prepare(self, model, data):
         super().prepare(model, data)
-        with torch.no_grad():
-            self.ref = _per_item(model, data.batches("forget"))
-            blank = _per_item(model, data.batches("forget_blank"))
+        self.ref = cached_token_logprobs(model, data.batches("forget"))
+        blank = cached_token_logprobs(model, data.batches("forget_blank"))
         self.weights = {}
         for i, ref in self.ref.items():
             gain = (ref - blank[i]).clamp(min=0)
@@ -48,14 +47,3 @@ class KeyNPO(Method):
         logratio = (w * (lp - ref) * batch.forget.answer_mask).sum(1)
         loss = npo_term(logratio, self.hparams["beta"])
         return loss, {"key_npo": loss.item()}
-
-
-def _per_item(model, batches) -> dict[int, torch.Tensor]:
-    """Per-token answer log-probs of every item, unpadded: {index: [T_i]} (CPU)."""
-    out = {}
-    for packed, idx in batches:
-        lp = answer_token_logprobs(model, packed).float().cpu()
-        for row, i in enumerate(idx.tolist()):
-            n = int(packed.answer_mask[row].sum())
-            out[i] = lp[row, lp.shape[1] - n:]
-    return out

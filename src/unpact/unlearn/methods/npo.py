@@ -6,10 +6,9 @@ SimNPO: −(2/β)·mean log σ(β·NLL̄(f) − γ), NLL̄ the length-normalised
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
-from .base import Method, UnlearnBatch, answer_lengths, npo_term, sequence_logprob
+from .base import Method, UnlearnBatch, answer_lengths, cached_sequence_logprobs, npo_term, sequence_logprob
 
 
 class NPO(Method):
@@ -20,7 +19,7 @@ class NPO(Method):
 
     def prepare(self, model, data):
         super().prepare(model, data)
-        self.ref_forget = _cached_sequence_logprobs(model, data.batches("forget"))
+        self.ref_forget = cached_sequence_logprobs(model, data.batches("forget"))
 
     def forget_loss(self, model, batch: UnlearnBatch):
         logratio = sequence_logprob(model, batch.forget) - self.ref_forget[batch.forget_index].to(batch.forget.input_ids.device)
@@ -54,13 +53,3 @@ class SimNPO(Method):
         beta, gamma = self.hparams["beta"], self.hparams["gamma"]
         loss = -(2.0 / beta) * F.logsigmoid(beta * nll_bar - gamma).mean()
         return loss, {"simnpo": loss.item()}
-
-
-def _cached_sequence_logprobs(model, batches) -> torch.Tensor:
-    """log π(y|x) of the original model for every item the batches cover: [N] (CPU)."""
-    values: dict[int, float] = {}
-    with torch.no_grad():
-        for packed, idx in batches:
-            for i, v in zip(idx.tolist(), sequence_logprob(model, packed).float().cpu().tolist(), strict=True):
-                values[i] = v
-    return torch.tensor([values[i] for i in range(len(values))])
