@@ -108,11 +108,16 @@ class Study:
             out[split]["token_logprobs"] = [t.tolist() for t in per_token]
         return out
 
-    def _attribute(self, scorer: Scorer, items: list[Item]) -> list[dict]:
-        """LOO attributions of the gold answers, with KeyTokens and their question words."""
+    @staticmethod
+    def _loo(scorer: Scorer, items: list[Item]) -> list:
+        """LOO attributions of the gold answers of ``items``."""
+        return loo_attributions(scorer, [it.question for it in items], [it.answer for it in items])
+
+    def _rows(self, attributions: list) -> list[dict]:
+        """Attributions as stored: contributions, KeyTokens and the question words holding them."""
         a = self.cfg.attribution
         rows = []
-        for attr in loo_attributions(scorer, [it.question for it in items], [it.answer for it in items]):
+        for attr in attributions:
             key = key_tokens(attr.contributions, a.alpha, a.beta)
             rows.append({"tokens": attr.tokens, "contributions": attr.contributions.tolist(), "lp": attr.lp,
                          "key": key, "keywords": keyword_words(attr, key)})
@@ -129,21 +134,23 @@ class Study:
         scorer = self._scorer(model, tok)
         self.ui.info("original model: answering and attributing every item")
         answers = self._answers(scorer)
-        attributions = {s: self._attribute(scorer, self.splits[s]) for s in SPLITS}
+        loo = {s: self._loo(scorer, self.splits[s]) for s in SPLITS}
+        attributions = {s: self._rows(loo[s]) for s in SPLITS}
         roles = {s: [keyword_token_mask(scorer.fmt, it.answer) for it in self.splits[s]] for s in SPLITS}
         answer_tokens = {s: [{"tokens": scorer.fmt.token_strings(ids), "keyword": mask.tolist()} for ids, mask in r]
                          for s, r in roles.items()}
         result = {"key": key, "answers": answers, "attributions": attributions, "answer_tokens": answer_tokens,
-                  "attribution_quality": self._attribution_quality(scorer)}
+                  "attribution_quality": self._attribution_quality(scorer, loo["forget"])}
         write_json(path, result)
         return result
 
-    def _attribution_quality(self, scorer: Scorer) -> dict:
-        """Which attribution to believe on this model: ERASER comprehensiveness/sufficiency of LOO and
-        integrated gradients on the forget items, IG's completeness gap, and their agreement (τ)."""
+    def _attribution_quality(self, scorer: Scorer, loo_forget: list) -> dict:
+        """Which attribution to believe on this model: ERASER comprehensiveness/sufficiency of LOO
+        (``loo_forget``, already computed) and integrated gradients on the forget items, IG's
+        completeness gap, and their agreement (τ)."""
         items = self.splits["forget"]
         qs, golds = [it.question for it in items], [it.answer for it in items]
-        results = {"loo": loo_attributions(scorer, qs, golds),
+        results = {"loo": loo_forget,
                    "integrated_gradients": gradient_attributions(scorer, qs, golds, method="integrated_gradients")}
         out: dict = {}
         for name, attrs in results.items():
@@ -185,7 +192,7 @@ class Study:
         self.ui.info(f"{name}: evaluating, attributing and attacking")
         answers = self._answers(scorer)
         result = {"key": key, "method": name, "train": train_logs, "answers": answers,
-                  "attributions": self._attribute(scorer, self.splits["forget"]),
+                  "attributions": self._rows(self._loo(scorer, self.splits["forget"])),
                   "attacks": self._attacks(scorer, base, answers), "baselines": self._baseline_attacks(scorer)}
         write_json(folder / "result.json", result)
         return result
