@@ -52,6 +52,24 @@ def test_unlearning_forgets_while_retain_stays_above_floor(study, method):
     assert pen["retain"]["n_tokens"] > 360
 
 
+def test_key_npo_lands_below_and_left_of_the_papers_six_on_the_dilemma_map(study):
+    """Issue 5's aim, measured on the built-in benchmark: lower best-attack recovery (weights-changing
+    attacks included, placebo excluded) and lower destructive rate than each of the six, while
+    forgetting at least as much as the best of them minus one item."""
+    _, metrics = study
+
+    def best_attack(m):
+        return max(r for a, r in m["recovery_rate"].items() if r is not None and not a.startswith("placebo"))
+
+    key = metrics["methods"]["KeyNPO"]
+    six = {n: m for n, m in metrics["methods"].items() if n != "KeyNPO"}
+    assert len(six) == 6
+    for name, m in six.items():
+        assert key["destructive_rate"] < m["destructive_rate"], name
+        assert best_attack(key) < best_attack(m), name
+    assert key["forget_efficacy"] >= max(m["forget_efficacy"] for m in six.values()) - 1 / 40
+
+
 def test_records_and_report_cover_every_forget_item(study):
     run, metrics = study
     rows = read_jsonl(run / "records.jsonl")

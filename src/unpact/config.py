@@ -74,7 +74,7 @@ def _default_methods() -> list[UnlearnConfig]:
     return [m("GA_GDR", 2e-4, 15, alpha=3.0), m("GA_KLR", 2e-4, 15, alpha=3.0),
             m("NPO_GDR", 5e-4, 12, alpha=5.0), m("NPO_KLR", 5e-4, 12, alpha=5.0),
             m("TaskVector", 1e-3, 5, scale=0.75), m("RMU", 1e-2, 20, alpha=20.0, steer=3.0),
-            m("KeyNPO", 5e-4, 12, alpha=5.0)]
+            m("KeyNPO", 5e-4, 15, alpha=10.0, beta=0.3)]
 
 
 @dataclass
