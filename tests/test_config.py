@@ -2,15 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from unpact.config import StudyConfig, load_config
+from unpact.config import GridConfig, load_config
 from unpact.errors import UnpactError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_demo_preset_is_the_default_study():
-    assert load_config(ROOT / "configs" / "demo.yaml") == StudyConfig()
-    assert load_config(None) == StudyConfig()
+    assert load_config(ROOT / "configs" / "demo.yaml") == GridConfig()
+    assert load_config(None) == GridConfig()
 
 
 @pytest.mark.parametrize("text, message", [

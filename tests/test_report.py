@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+from collections import Counter
 
 import matplotlib.image
 import pytest
@@ -114,22 +115,31 @@ def _retain_row(method: str, n: int, outcome: str) -> dict:
     }
 
 
-@pytest.fixture
-def run_dir(tmp_path):
-    metrics = {
-        "model": {"path": "runs/demo/model", "parameters": 984192, "accuracy": 0.99},
+def _run_metrics(methods: dict, model: str = "runs/demo/model") -> dict:
+    """A single-run metrics document: also the shape of each group of a grid document."""
+    return {
+        "model": {"path": model, "parameters": 984192, "accuracy": 0.99},
         "base": {"accuracy": {"forget": 1.0, "retain": 0.99, "utility": 1.0}},
         "thresholds": {"recovery": 0.2, "destructive": 0.2, "rouge": 0.75},
         "keytokens": {"alpha": 0.1, "beta": 3},
-        "methods": {name: _method_metrics(quadrant) for name, quadrant in METHODS.items()},
+        "methods": methods,
     }
+
+
+def _write_run(path, metrics: dict, rows: list[dict]):
+    (path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    (path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    metrics = _run_metrics({name: _method_metrics(quadrant) for name, quadrant in METHODS.items()})
     rows = []
     for method in METHODS:
         rows += [_forget_row(method, n, outcome) for n, outcome in enumerate(OUTCOMES)]
         rows += [_retain_row(method, 0, "kept"), _retain_row(method, 1, "destroyed")]
-    (tmp_path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return tmp_path
+    return _write_run(tmp_path, metrics, rows)
 
 
 @pytest.fixture
@@ -307,3 +317,178 @@ def test_report_clips_runaway_answers(run_dir):
     html = render_report(run_dir).read_text(encoding="utf-8")
     assert f'title="{"Sorrowfen" * 20}"' in html  # the full answer stays available as a tooltip
     assert "Sorrowfen" * 20 + "<" not in html  # but the cell shows a cut version
+
+
+# --- Study grids: several (model, benchmark) groups in one run directory ---------------------------
+
+GRID_GROUPS = {"tiny__builtin": ("tiny", "builtin"), "small__tofu": ("small", "tofu")}
+GRID_OUTCOMES = ("forgotten", "recovered", "destroyed", "kept", "not_known")
+
+
+def write_grid_run(path, labels=tuple(METHODS)):
+    """A fake study-grid run directory: the two GRID_GROUPS × ``labels`` (one seed). Only the first
+    group's last method destroyed a retain answer, so its records say which group a row belongs to."""
+    groups, cells, rows = [], {}, []
+    for index, (group_id, (model, benchmark)) in enumerate(GRID_GROUPS.items()):
+        methods = {}
+        for label, quadrant in zip(labels, METHODS.values(), strict=True):
+            cell = f"{group_id}__{label}__s0"
+            base = {"method": label.split()[0], "seed": 0}
+            methods[label] = _method_metrics(quadrant) | base | {"cell": cell}
+            cells[cell] = base | {"group": group_id, "model": model, "benchmark": benchmark, "label": label}
+            tags = {"group": group_id, "cell": cell, "model_name": model, "benchmark": benchmark, "seed": 0}
+            lost = "destroyed" if index == 0 and label == labels[-1] else "kept"
+            rows += [_forget_row(label, n, outcome) | tags for n, outcome in enumerate(OUTCOMES)]
+            rows += [_retain_row(label, 0, "kept") | tags, _retain_row(label, 1, lost) | tags]
+        group = {"id": group_id, "model_name": model, "benchmark": benchmark}
+        groups.append(group | _run_metrics(methods, model=f"runs/{model}/model"))
+    return _write_run(path, {"study": "demo", "groups": groups, "cells": cells}, rows)
+
+
+@pytest.fixture
+def grid_dir(tmp_path):
+    return write_grid_run(tmp_path)
+
+
+@pytest.fixture
+def grid_html(grid_dir) -> str:
+    return render_report(grid_dir).read_text(encoding="utf-8")
+
+
+def _group_parts(html: str) -> list[str]:
+    """The page cut at each group section, the part before the first dropped."""
+    return html.split('<section class="group"')[1:]
+
+
+def _radio_values(html: str, name: str) -> list[str]:
+    return re.findall(rf'<input type="radio" name="{name}" id="[^"]+" value="([^"]*)"', html)
+
+
+def test_grid_report_has_a_section_and_a_dilemma_png_per_group(grid_dir, grid_html):
+    parts = _group_parts(grid_html)
+    assert len(parts) == len(GRID_GROUPS)
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', grid_html)
+    assert len(embedded) == len(GRID_GROUPS)
+    for part, data, (group_id, (model, benchmark)) in zip(parts, embedded, GRID_GROUPS.items(), strict=True):
+        assert f'data-group="{group_id}"' in part.split(">", 1)[0]
+        assert f'<h2 class="group">{model} × {benchmark}</h2>' in part
+        assert f"runs/{model}/model" in part  # the group's own run facts
+        png = (grid_dir / f"dilemma-{group_id}.png").read_bytes()
+        assert png.startswith(PNG_SIGNATURE) and base64.b64decode(data) == png
+        assert matplotlib.image.imread(grid_dir / f"dilemma-{group_id}.png").shape[0] > 100
+        assert f"<code>dilemma-{group_id}.png</code>" in part
+    assert not (grid_dir / "dilemma.png").exists()  # grid plots are always named by their group
+
+
+def test_grid_report_shows_each_group_only_its_records(grid_html):
+    first, second = _group_parts(grid_html)
+    for part in (first, second):
+        assert part.count('class="heatmap"') == len(METHODS) * len(OUTCOMES) * 2
+    assert "Retain question 1 of NPO_GDR?" in first
+    assert "Retain question 1 of NPO_GDR?" not in second
+    assert "grid cell</dt><dd><code>small__tofu__GA_GDR__s0</code> (method GA_GDR, seed 0)" in second
+
+
+def test_grid_report_ids_are_unique_and_every_link_resolves(grid_html):
+    ids = re.findall(r'\bid="([^"]+)"', grid_html)
+    assert [i for i, n in Counter(ids).items() if n > 1] == []
+    assert {"overview", "g1", "g2", "g1-summary", "g2-dilemma", "g2-method-2"} <= set(ids)
+    links = set(re.findall(r'href="#([^"]+)"', grid_html))
+    assert links and links <= set(ids)
+    assert all(re.search(rf'<label for="{re.escape(i)}"', grid_html) for i in ids if i.startswith("f-"))
+
+
+def test_grid_report_items_carry_method_and_outcome(grid_html):
+    items = re.findall(r"<details class=\"item\"[^>]*>", grid_html)
+    assert len(items) == len(GRID_GROUPS) * len(METHODS) * len(OUTCOMES)
+    found = [re.search(r'data-method="([^"]+)" data-outcome="([^"]+)"', tag) for tag in items]
+    assert all(found)
+    assert Counter(m.group(2) for m in found) == {o: len(GRID_GROUPS) * len(METHODS) for o in OUTCOMES}
+    assert {m.group(1) for m in found} == set(METHODS)
+    # The one destroyed retain answer, in a list the destroyed filter can show.
+    assert re.findall(r'<tr data-method="([^"]+)" data-outcome="destroyed">', grid_html) == ["NPO_GDR"]
+    assert grid_html.count('<div class="destroyed-list" data-method=') == len(GRID_GROUPS) * len(METHODS)
+
+
+def test_report_filters_cover_every_method_and_outcome(grid_html, report_html):
+    for html in (grid_html, report_html):
+        assert _radio_values(html, "f-method") == ["", *METHODS]
+        assert _radio_values(html, "f-outcome") == ["", *GRID_OUTCOMES]
+        for index, label in enumerate(METHODS, 1):
+            assert f'#f-method-{index}:checked) [data-method]:not([data-method="{label}"])' in html
+        for outcome in ("forgotten", "recovered", "kept", "not_known"):
+            assert f'#f-outcome-{outcome}:checked) details.item:not([data-outcome="{outcome}"])' in html
+        assert "#f-outcome-destroyed:checked) .forget-list { display: none; }" in html
+        assert "#f-outcome-destroyed:checked) .destroyed-list .disclosure-body { display: block; }" in html
+    assert '<details class="item" data-method="GA_GDR" data-outcome="recovered" open>' in report_html
+
+
+def test_filter_css_escapes_odd_method_labels(tmp_path):
+    html = render_report(write_grid_run(tmp_path, labels=("GA s1", 'NPO "x" </style>'))).read_text(
+        encoding="utf-8"
+    )
+    assert html.count("</style>") == 1
+    assert '[data-method="GA s1"]' in html
+    assert r'[data-method="NPO \22 x\22  \3c \2f style\3e "]' in html
+    assert 'data-method="NPO &#34;x&#34; &lt;/style&gt;"' in html
+
+
+def test_grid_overview_has_a_row_per_cell_linking_to_its_section(grid_dir, grid_html):
+    cells = json.loads((grid_dir / "metrics.json").read_text(encoding="utf-8"))["cells"]
+    overview = grid_html.split('<table class="overview')[1].split("</table>")[0]
+    rows = re.findall(r'<tr data-cell="([^"]+)" data-method="[^"]+">(.*?)</tr>', overview, re.S)
+    assert [cell for cell, _ in rows] == list(cells)
+    row = dict(rows)["small__tofu__NPO_GDR__s0"]
+    assert '<a href="#g2-method-2">NPO_GDR</a>' in row
+    assert ">small<" in row and ">tofu<" in row and ">0<" in row
+    assert "FocusOnKey:instruction" in row and "50.0% (–)" in row
+    assert 'class="num alert">50.0%<' in row  # destructive rate over its threshold
+    assert "insufficient+destructive" in row
+
+
+def test_grid_overview_lists_cells_still_running_as_pending(grid_dir):
+    metrics = json.loads((grid_dir / "metrics.json").read_text(encoding="utf-8"))
+    del metrics["groups"][1]["methods"]["NPO_GDR"]
+    lines = (grid_dir / "records.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [row for row in map(json.loads, lines) if row["cell"] != "small__tofu__NPO_GDR__s0"]
+    html = render_report(_write_run(grid_dir, metrics, rows)).read_text(encoding="utf-8")
+    overview = html.split('<table class="overview')[1].split("</table>")[0]
+    assert overview.count("<tr data-cell=") == len(metrics["cells"])
+    pending = overview.split('data-cell="small__tofu__NPO_GDR__s0"')[1].split("</tr>")[0]
+    assert "<b>NPO_GDR</b>" in pending and "pending" in pending  # no section to link to yet
+    assert 'id="g2-method-2"' not in html
+
+
+def test_grid_group_ids_must_be_safe_file_names(grid_dir):
+    metrics = json.loads((grid_dir / "metrics.json").read_text(encoding="utf-8"))
+    for unsafe in ("../escape", "..", "a/b", ""):
+        metrics["groups"][1]["id"] = unsafe
+        (grid_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+        with pytest.raises(UnpactError, match=rf"group ids.*got {re.escape(repr(unsafe))}"):
+            render_report(grid_dir)
+    metrics["groups"][1]["id"] = metrics["groups"][0]["id"]
+    (grid_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    with pytest.raises(UnpactError, match="tiny__builtin used twice"):
+        render_report(grid_dir)
+
+
+def test_console_summary_of_no_methods_is_an_empty_table():
+    assert summary_table({}).row_count == 0
+    assert summary_table({"study": "demo", "groups": [], "cells": {}}).row_count == 0
+
+
+def test_console_summary_of_a_grid_shows_every_group(grid_dir):
+    metrics = json.loads((grid_dir / "metrics.json").read_text(encoding="utf-8"))
+    header, rows = summary_rows(metrics)
+    assert header[:3] == ["Model", "Benchmark", "Method"] and header[-1] == "Quadrant"
+    assert [row[:3] for row in rows] == [
+        [model, benchmark, method] for model, benchmark in GRID_GROUPS.values() for method in METHODS
+    ]
+    assert summary_table(metrics).row_count == len(GRID_GROUPS) * len(METHODS)
+    out = io.StringIO()
+    print_summary(metrics, Console(file=out, width=250))
+    text = out.getvalue()
+    assert "study demo" in text
+    for model, benchmark in GRID_GROUPS.values():
+        assert f"{model} × {benchmark}: forget 100.0%" in text  # each group's base accuracy
+        assert re.search(rf"{model}\s+│\s+{benchmark}\s+│\s+NPO_GDR\s+│\s+85\.0%", text)

@@ -17,6 +17,12 @@ def _study_config(args):
     return load_config(getattr(args, "config", None))
 
 
+def _first_group(args):
+    """The study config's first model × benchmark × seed, for commands that work on one model."""
+    cfg = _study_config(args)
+    return cfg.group(cfg.models[0], cfg.benchmarks[0], cfg.seeds[0])
+
+
 def _reporter(args):
     from .study import Reporter
 
@@ -27,7 +33,7 @@ def cmd_prepare(args) -> None:
     from .data import SPLITS, builtin
     from .models.builtin import prepare_builtin
 
-    cfg = _study_config(args)
+    cfg = _first_group(args)
     d = cfg.data
     splits = builtin.generate(seed=d.seed, n_entities=d.n_entities, forget_fraction=d.forget_fraction)
     items = [it for s in SPLITS for it in splits[s]]
@@ -145,14 +151,38 @@ def cmd_unlearn(args) -> None:
     print(f"unlearned model ({logs['method']}, {logs['steps']} steps{resumed}, {logs['seconds']} s) saved to {args.out}")
 
 
-def cmd_demo(args) -> None:
+def cmd_run(args) -> None:
     from .report.console import print_summary
-    from .study import Study
+    from .study import Grid
 
-    metrics = Study(_study_config(args), args.out, _reporter(args)).run()
+    cfg = _study_config(args)
+    out = args.out or Path("runs") / cfg.name
+    grid = Grid(cfg, out, _reporter(args))
+    if args.dry_run:
+        status = grid.status()
+        for cell, done in status:
+            print(f"{'done ' if done else 'to do'}  {cell.id}")
+        n_done = sum(done for _, done in status)
+        print(f"{len(status)} cells in {out}: {n_done} done, {len(status) - n_done} to run")
+        return
+    metrics = grid.run()
     print_summary(metrics)
-    print(f"report: {args.out / 'report.html'}   metrics: {args.out / 'metrics.json'}   "
-          f"records: {args.out / 'records.jsonl'}")
+    print(f"report: {out / 'report.html'}   metrics: {out / 'metrics.json'}   records: {out / 'records.jsonl'}   "
+          f"table: unpact results {out}")
+
+
+def cmd_results(args) -> None:
+    from .io import read_json
+    from .report.results import print_results, results_frame, write_results
+
+    path = args.run / "metrics.json"
+    if not path.is_file():
+        raise UnpactError(f"{path} not found; point `unpact results` at a run directory made by `unpact run`")
+    frame = results_frame(read_json(path))
+    print_results(frame)
+    for written in write_results(frame, args.csv or args.run / "results.csv",
+                                 None if args.no_parquet else args.parquet or args.run / "results.parquet"):
+        print(f"wrote {written}")
 
 
 def cmd_recover(args) -> None:
@@ -160,7 +190,7 @@ def cmd_recover(args) -> None:
     from .report.console import print_summary
     from .study import Study
 
-    cfg = _study_config(args)
+    cfg = _first_group(args)
     if args.attacks is not None:
         cfg.recovery.attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
         from .config import validate
@@ -236,11 +266,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_unlearn)
 
-    s = sub.add_parser("demo", help="the full unPact study on the built-in benchmark and model")
+    s = sub.add_parser("demo", help="the full unPact study on the built-in benchmark and model (configs/demo.yaml)")
     s.add_argument("--out", type=Path, default=Path("runs/demo"))
-    s.add_argument("--config", type=Path, help="study YAML (default: built-in defaults, see configs/demo.yaml)")
+    s.add_argument("--config", type=Path, help="study YAML (default: the built-in demo, see configs/demo.yaml)")
+    s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.set_defaults(func=cmd_demo)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("run", help="run a study: models × benchmarks × seeds × methods from a YAML")
+    s.add_argument("config", type=Path, help="study YAML (see configs/demo.yaml, configs/full-example.yaml)")
+    s.add_argument("--out", type=Path, help="run directory (default: runs/NAME); rerun to resume")
+    s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("results", help="one row per cell with every metric: print, and write CSV and Parquet")
+    s.add_argument("run", type=Path, help="run directory")
+    s.add_argument("--csv", type=Path, help="CSV file to write (default: RUN/results.csv)")
+    s.add_argument("--parquet", type=Path, help="Parquet file to write (default: RUN/results.parquet)")
+    s.add_argument("--no-parquet", action="store_true", help="write only the CSV")
+    s.set_defaults(func=cmd_results)
 
     s = sub.add_parser("recover", help="attack already-unlearned models against their original")
     s.add_argument("--original", type=Path, required=True, help="the model before unlearning")

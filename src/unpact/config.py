@@ -79,7 +79,7 @@ def _default_methods() -> list[UnlearnConfig]:
 
 @dataclass
 class StudyConfig:
-    """The whole unPact study on the built-in benchmark and model."""
+    """One (model, benchmark, seed) group of a study: what `Study` runs. Built by `GridConfig.group`."""
 
     seed: int = 0
     batch_size: int = 64
@@ -92,6 +92,83 @@ class StudyConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class ModelSpec:
+    """A model of the study: the built-in architecture trained by unpact on each benchmark
+    (``builtin``), or a pretrained Hugging Face folder with safetensors weights (``path``)."""
+
+    name: str = "builtin"
+    builtin: BuiltinModelConfig | None = None
+    path: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class BenchmarkSpec:
+    """A benchmark of the study: the generated built-in one (``builtin``) or a folder holding
+    ``forget.jsonl``, ``retain.jsonl`` and ``utility.jsonl`` (``path``)."""
+
+    name: str = "builtin"
+    builtin: DataConfig | None = None
+    path: str | None = None
+
+
+OVERRIDE_KEYS = ("model", "benchmark", "method", "seed")
+
+
+@dataclass
+class Override:
+    """Method settings for the cells that ``where`` matches (all given keys must match).
+
+    ``where`` keys: model, benchmark, method (names) and seed; ``set`` keys: any method field but
+    ``method`` and ``seed`` (lr, epochs, …); ``hparams`` are merged into the method's.
+    """
+
+    where: dict[str, Any] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GridConfig:
+    """A study: models × benchmarks × seeds × methods, with the attack and evaluation settings shared
+    by every cell. The defaults are the demo (``configs/demo.yaml``)."""
+
+    name: str = "demo"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    batch_size: int = 64
+    models: list[ModelSpec] = field(default_factory=lambda: [ModelSpec("builtin", builtin=BuiltinModelConfig())])
+    benchmarks: list[BenchmarkSpec] = field(default_factory=lambda: [BenchmarkSpec("builtin", builtin=DataConfig())])
+    methods: list[UnlearnConfig] = field(default_factory=_default_methods)
+    overrides: list[Override] = field(default_factory=list)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    keep_models: bool = True  # save every unlearned model in its cell folder (safetensors)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def method_for(self, method: UnlearnConfig, model: str, benchmark: str, seed: int) -> UnlearnConfig:
+        """``method`` with the grid's ``seed`` and every matching override applied, in order."""
+        out = dataclasses.replace(method, seed=seed, hparams=dict(method.hparams))
+        cell = {"model": model, "benchmark": benchmark, "method": method.method, "seed": seed}
+        for o in self.overrides:
+            if all(cell[k] == v for k, v in o.where.items()):
+                values = dict(o.set)
+                out.hparams.update(values.pop("hparams", {}) or {})
+                out = dataclasses.replace(out, **values)
+        return out
+
+    def group(self, model: ModelSpec, benchmark: BenchmarkSpec, seed: int,
+              methods: list[UnlearnConfig] | None = None) -> StudyConfig:
+        """The `StudyConfig` of one (model, benchmark, seed): its methods with overrides applied."""
+        if methods is None:
+            methods = [self.method_for(m, model.name, benchmark.name, seed) for m in self.methods]
+        return StudyConfig(seed=seed, batch_size=self.batch_size, data=benchmark.builtin or DataConfig(),
+                           model=model.builtin or BuiltinModelConfig(), methods=methods,
+                           attribution=self.attribution, recovery=self.recovery, evaluation=self.evaluation)
 
 
 # -- generic dataclass loading -------------------------------------------------------------------
@@ -141,12 +218,14 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     return cls(**kwargs)
 
 
+def _check(ok: bool, path: str, value: Any, need: str) -> None:
+    if not ok:
+        raise UnpactError(f"config {path}: {value!r} is invalid; {need}")
+
+
 def validate(cfg: StudyConfig) -> StudyConfig:
     """Check values that are well-typed but impossible."""
-    def check(ok: bool, path: str, value: Any, need: str) -> None:
-        if not ok:
-            raise UnpactError(f"config {path}: {value!r} is invalid; {need}")
-
+    check = _check
     check(cfg.data.n_entities >= 10, "data.n_entities", cfg.data.n_entities, "use at least 10")
     check(0 < cfg.data.forget_fraction < 1, "data.forget_fraction", cfg.data.forget_fraction, "use a value in (0, 1)")
     check(0 <= cfg.attribution.alpha < 1, "attribution.alpha", cfg.attribution.alpha, "use a value in [0, 1)")
@@ -169,27 +248,75 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         check(style in EMPHASIS_STYLES, f"recovery.styles[{i}]", style, f"choose from {', '.join(EMPHASIS_STYLES)}")
     check(cfg.model.lr > 0, "model.lr", cfg.model.lr, "use a positive learning rate")
     check(0 < cfg.model.target_accuracy <= 1, "model.target_accuracy", cfg.model.target_accuracy, "use a value in (0, 1]")
-    check(bool(cfg.methods), "methods", cfg.methods, "list at least one method")
-    seen = set()
-    for i, m in enumerate(cfg.methods):
-        check(m.method in METHODS, f"methods[{i}].method", m.method, f"choose from {', '.join(METHODS)}")
-        check(m.method not in seen, f"methods[{i}].method", m.method, "each method once")
-        seen.add(m.method)
-        check(m.lr > 0, f"methods[{i}].lr", m.lr, "use a positive learning rate")
-        check(m.epochs >= 1, f"methods[{i}].epochs", m.epochs, "use at least 1 epoch")
-        check(m.batch_size >= 1 and m.retain_batch_size >= 1, f"methods[{i}].batch_size", m.batch_size, "use ≥ 1")
-        check(m.lora_rank >= 0, f"methods[{i}].lora_rank", m.lora_rank, "use 0 (no LoRA) or a positive rank")
-        check(m.checkpoint_every >= 0, f"methods[{i}].checkpoint_every", m.checkpoint_every, "use ≥ 0")
-        unknown = set(m.hparams) - set(METHODS[m.method].defaults)
-        check(not unknown, f"methods[{i}].hparams", sorted(unknown),
-              f"{m.method} takes {', '.join(METHODS[m.method].defaults)}")
+    _validate_methods(cfg.methods)
     return cfg
 
 
-def load_config(path: str | Path | None) -> StudyConfig:
-    """Load a study YAML (None → all defaults), validated."""
+def _validate_methods(methods: list[UnlearnConfig], where: str = "methods") -> None:
+    check = _check
+    check(bool(methods), where, methods, "list at least one method")
+    seen = set()
+    for i, m in enumerate(methods):
+        check(m.method in METHODS, f"{where}[{i}].method", m.method, f"choose from {', '.join(METHODS)}")
+        check(m.method not in seen, f"{where}[{i}].method", m.method, "each method once")
+        seen.add(m.method)
+        check(m.lr > 0, f"{where}[{i}].lr", m.lr, "use a positive learning rate")
+        check(m.epochs >= 1, f"{where}[{i}].epochs", m.epochs, "use at least 1 epoch")
+        check(m.batch_size >= 1 and m.retain_batch_size >= 1, f"{where}[{i}].batch_size", m.batch_size, "use ≥ 1")
+        check(m.lora_rank >= 0, f"{where}[{i}].lora_rank", m.lora_rank, "use 0 (no LoRA) or a positive rank")
+        check(m.checkpoint_every >= 0, f"{where}[{i}].checkpoint_every", m.checkpoint_every, "use ≥ 0")
+        unknown = set(m.hparams) - set(METHODS[m.method].defaults)
+        check(not unknown, f"{where}[{i}].hparams", sorted(unknown),
+              f"{m.method} takes {', '.join(METHODS[m.method].defaults)}")
+
+
+def _unique_names(specs: list, where: str) -> None:
+    _check(bool(specs), where, specs, "list at least one")
+    seen = set()
+    for i, spec in enumerate(specs):
+        _check(bool(spec.name) and all(c.isalnum() or c in "-_." for c in spec.name), f"{where}[{i}].name",
+               spec.name, "use letters, digits, '-', '_' or '.' (it names folders)")
+        _check(spec.name not in seen, f"{where}[{i}].name", spec.name, "each name once")
+        seen.add(spec.name)
+        _check((spec.builtin is None) != (spec.path is None), f"{where}[{i}]", spec.name,
+               "give exactly one of builtin: {...} or path: DIR")
+
+
+def validate_grid(cfg: GridConfig) -> GridConfig:
+    """Check the grid's axes and overrides, then every (model, benchmark, seed) group as a study."""
+    _check(bool(cfg.name) and all(c.isalnum() or c in "-_." for c in cfg.name), "name", cfg.name,
+           "use letters, digits, '-', '_' or '.'")
+    _unique_names(cfg.models, "models")
+    _unique_names(cfg.benchmarks, "benchmarks")
+    _check(bool(cfg.seeds) and len(set(cfg.seeds)) == len(cfg.seeds), "seeds", cfg.seeds, "list distinct seeds")
+    _validate_methods(cfg.methods)
+    names = {"model": {m.name for m in cfg.models}, "benchmark": {b.name for b in cfg.benchmarks},
+             "method": {m.method for m in cfg.methods}, "seed": set(cfg.seeds)}
+    fields = {f.name for f in dataclasses.fields(UnlearnConfig)} - {"method", "seed"}
+    for i, o in enumerate(cfg.overrides):
+        for key, value in o.where.items():
+            _check(key in OVERRIDE_KEYS, f"overrides[{i}].where.{key}", key, f"match on {', '.join(OVERRIDE_KEYS)}")
+            _check(value in names[key], f"overrides[{i}].where.{key}", value,
+                   f"no such {key} in the study; choose from {', '.join(map(str, sorted(names[key], key=str)))}")
+        for key in o.set:
+            _check(key in fields, f"overrides[{i}].set.{key}", key, f"set one of {', '.join(sorted(fields))}")
+        from_dict(UnlearnConfig, dict(o.set), f"overrides[{i}].set")  # the values' types, as in a method
+    for model in cfg.models:
+        for bench in cfg.benchmarks:
+            for seed in cfg.seeds:
+                group = cfg.group(model, bench, seed)
+                try:
+                    validate(group)
+                except UnpactError as e:
+                    where = f"{model.name} × {bench.name} × seed {seed}"
+                    raise UnpactError(f"{e} (after overrides, in {where})" if cfg.overrides else str(e)) from None
+    return cfg
+
+
+def load_config(path: str | Path | None) -> GridConfig:
+    """Load a study YAML (None → the demo defaults), validated."""
     if path is None:
-        return validate(StudyConfig())
+        return validate_grid(GridConfig())
     path = Path(path)
     if not path.is_file():
         raise UnpactError(f"{path}: config file not found")
@@ -199,7 +326,9 @@ def load_config(path: str | Path | None) -> StudyConfig:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise UnpactError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    except UnicodeDecodeError as e:
+        raise UnpactError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     try:
-        return validate(from_dict(StudyConfig, data))
+        return validate_grid(from_dict(GridConfig, data))
     except UnpactError as e:
         raise UnpactError(f"{path}: {e}") from None

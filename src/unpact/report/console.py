@@ -2,6 +2,10 @@
 
 `summary_rows` is the single definition of the summary's columns; the HTML report renders the same
 rows, so the page and the terminal never disagree about what a run measured.
+
+A metrics document is either a single run (one model on one benchmark: ``methods`` at the top level)
+or a study grid (``groups``, one single-run-shaped dict per (model, benchmark) pair). `metric_groups`
+turns both into a list of single-run dicts, so every per-run helper here serves grids unchanged.
 """
 
 from __future__ import annotations
@@ -35,14 +39,43 @@ def format_number(value: float | None, digits: int = 2) -> str:
     return MISSING if value is None else f"{value:.{digits}f}"
 
 
+def is_grid(metrics: dict) -> bool:
+    """Whether ``metrics`` is a study grid document (``groups``) rather than a single run."""
+    return isinstance(metrics.get("groups"), list)
+
+
+def metric_groups(metrics: dict) -> list[dict]:
+    """The (model, benchmark) groups of a document; a single run is its own only group."""
+    return list(metrics["groups"]) if is_grid(metrics) else [metrics]
+
+
+def group_title(group: dict) -> str:
+    """``MODEL × BENCHMARK``, the name under which a grid group is shown everywhere."""
+    return f"{group.get('model_name') or MISSING} × {group.get('benchmark') or MISSING}"
+
+
 def recovery_attacks(metrics: dict) -> list[str]:
     """The FocusOnKey attacks the summary shows — oracle and self keywords (the heuristic source and the
-    other attacks are in metrics.json and the report's method sections) — in first-seen order."""
+    other attacks are in metrics.json and the report's method sections) — in first-seen order.
+
+    Over all groups of a grid, so a combined table has one column set for every row."""
     seen: dict[str, None] = {}
-    for method in (metrics.get("methods") or {}).values():
-        seen.update(dict.fromkeys(a for a in method.get("recovery_rate") or {}
-                                  if a.startswith(("focus_on_key:", "focus_on_key_self:"))))
+    for group in metric_groups(metrics):
+        for method in (group.get("methods") or {}).values():
+            seen.update(dict.fromkeys(a for a in method.get("recovery_rate") or {}
+                                      if a.startswith(("focus_on_key:", "focus_on_key_self:"))))
     return list(seen)
+
+
+def best_recovery_attack(method: dict) -> str | None:
+    """The attack with the largest recovery excess over placebo: the one the quadrant is judged on."""
+    excess = {a: v for a, v in (method.get("recovery_excess") or {}).items() if v is not None}
+    return max(excess, key=excess.get) if excess else None
+
+
+def attack_label(attack: str) -> str:
+    """An attack name as shown to people (``focus_on_key:x`` → ``FocusOnKey:x``)."""
+    return attack.replace("focus_on_key", "FocusOnKey")
 
 
 def best_baseline(method: dict) -> str:
@@ -63,14 +96,16 @@ def placebo_of(attack: str) -> str:
 def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     """The summary as (header, rows) of display strings, one row per method.
 
-    Each recovery cell reads ``rate (placebo rate)``: only the difference is evidence. The first column
-    is the method name and the last is always the quadrant, so renderers can style those two cells.
+    Each recovery cell reads ``rate (placebo rate)``: only the difference is evidence. The last column is
+    always the quadrant and the one before the numbers is the method, so renderers can style those
+    cells. A grid gets one combined table, its rows led by Model and Benchmark columns, so methods can
+    be compared across models and benchmarks in one place.
     """
     attacks = recovery_attacks(metrics)
     header = [
         "Method",
         "Forget efficacy",
-        *(f"Recovery {attack.replace('focus_on_key', 'FocusOnKey')} (placebo)" for attack in attacks),
+        *(f"Recovery {attack_label(attack)} (placebo)" for attack in attacks),
         "Best other attack",
         "Destructive",
         "Retain acc",
@@ -79,6 +114,17 @@ def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
         "Focus retention",
         "Quadrant",
     ]
+    if not is_grid(metrics):
+        return header, _method_rows(metrics, attacks)
+    rows = [
+        [group.get("model_name") or MISSING, group.get("benchmark") or MISSING, *row]
+        for group in metric_groups(metrics)
+        for row in _method_rows(group, attacks)
+    ]
+    return ["Model", "Benchmark", *header], rows
+
+
+def _method_rows(metrics: dict, attacks: list[str]) -> list[list[str]]:
     rows = []
     for name, method in (metrics.get("methods") or {}).items():
         recovery = method.get("recovery_rate") or {}
@@ -101,7 +147,7 @@ def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
                 method.get("quadrant") or MISSING,
             ]
         )
-    return header, rows
+    return rows
 
 
 def base_accuracy_line(metrics: dict) -> str:
@@ -111,12 +157,17 @@ def base_accuracy_line(metrics: dict) -> str:
 
 
 def summary_table(metrics: dict) -> Table:
-    """The summary as a rich Table: one row per method, rates as percentages, quadrant coloured."""
+    """The summary as a rich Table: one row per method, rates as percentages, quadrant coloured.
+
+    A grid's groups follow each other in one table, separated by a rule.
+    """
     header, rows = summary_rows(metrics)
-    table = Table(title="unPact summary", caption=f"base model accuracy: {base_accuracy_line(metrics)}")
+    lead = header.index("Method") + 1  # the name columns: Method, after Model and Benchmark in a grid
+    table = Table(title=_title(metrics), caption=f"base model accuracy: {_base_accuracy_caption(metrics)}")
     # Names, quadrants and values must stay whole; on a narrow terminal only the headers give way.
-    table.add_column(header[0], style="bold", no_wrap=True)
-    for name in header[1:-1]:
+    for name in header[:lead]:
+        table.add_column(name, style="bold" if name == "Method" else "", no_wrap=True)
+    for name in header[lead:-1]:
         table.add_column(
             name,
             justify="right",
@@ -125,10 +176,26 @@ def summary_table(metrics: dict) -> Table:
             overflow="fold",
         )
     table.add_column(header[-1], no_wrap=True)
-    for row in rows:
+    for row, following in zip(rows, [*rows[1:], None], strict=False):  # no rows: no pairs
         quadrant = row[-1]
-        table.add_row(*row[:-1], Text(quadrant, style=QUADRANT_STYLES.get(quadrant, "")))
+        table.add_row(
+            *row[:-1],
+            Text(quadrant, style=QUADRANT_STYLES.get(quadrant, "")),
+            end_section=following is not None and following[: lead - 1] != row[: lead - 1],
+        )
     return table
+
+
+def _title(metrics: dict) -> str:
+    return f"unPact summary — study {metrics['study']}" if metrics.get("study") else "unPact summary"
+
+
+def _base_accuracy_caption(metrics: dict) -> str:
+    """The original model's accuracy; per group in a grid, where each group has its own model."""
+    if not is_grid(metrics):
+        return base_accuracy_line(metrics)
+    lines = [f"{group_title(g)}: {base_accuracy_line(g)}" for g in metric_groups(metrics)]
+    return "; ".join(lines) or MISSING
 
 
 def print_summary(metrics: dict, console: Console | None = None) -> None:

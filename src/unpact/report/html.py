@@ -1,8 +1,17 @@
 """The HTML report: one self-contained page (inline CSS, no scripts, no remote resources) per run.
 
 `render_report` reads only ``metrics.json`` and ``records.jsonl`` from the run directory, so a run
-copied to another machine can be re-rendered without the model or the data. It also writes the
-dilemma plot as ``dilemma.png`` beside the page; the page embeds the same image as a data URI.
+copied to another machine can be re-rendered without the model or the data.
+
+Both documents a run directory can hold are rendered: a single run (one model on one benchmark) and a
+study grid (models × benchmarks × methods × seeds, see `console.metric_groups`). The page has one part
+per (model, benchmark) group; a grid's page opens with an overview of every cell. Each group's dilemma
+plot is written beside the page and embedded in it as a data URI: ``dilemma.png`` for a single run (as
+always), ``dilemma-<group id>.png`` per group for a grid, even a grid of one group, so that the files
+of a grid run are named the same way however many groups it has.
+
+The item lists can be filtered by method and by outcome with radio buttons and CSS ``:has()`` rules
+alone (see the template's filter bar), so the page still needs no script.
 """
 
 from __future__ import annotations
@@ -19,7 +28,19 @@ from markupsafe import Markup, escape
 
 from ..errors import UnpactError
 from ..io import read_json, read_jsonl, write_atomic
-from .console import MISSING, base_accuracy_line, format_number, format_rate, placebo_of, summary_rows
+from .console import (
+    MISSING,
+    attack_label,
+    base_accuracy_line,
+    best_recovery_attack,
+    format_number,
+    format_rate,
+    group_title,
+    is_grid,
+    metric_groups,
+    placebo_of,
+    summary_rows,
+)
 from .heatmap import HEATMAP_CSS, colour, shared_scale, token_heatmap_html
 from .plots import dilemma_plot
 
@@ -34,6 +55,9 @@ ANSWER_CHARS = 60
 OUTCOME_ORDER = ("recovered", "forgotten", "kept", "not_known")
 # Only these start expanded, which keeps a 40-item method section short enough to scroll through.
 OPEN_OUTCOMES = frozenset({"recovered", "forgotten"})
+# The outcome filter's choices, in the filter bar's order. "destroyed" is no forget outcome: it picks
+# the retain/utility answers a method destroyed, which the page lists apart from the forget items.
+FILTER_OUTCOMES = ("forgotten", "recovered", "destroyed", "kept", "not_known")
 
 TRACKING_LABELS = {
     "jaccard": "KeyToken Jaccard",
@@ -47,23 +71,23 @@ TRACKING_LABELS = {
 def render_report(run_dir: str | Path) -> Path:
     """Render ``run_dir/report.html`` from the run's metrics.json and records.jsonl; return its path.
 
-    The dilemma plot is also written to ``run_dir/dilemma.png`` and embedded in the page as a data URI,
-    so the page stays self-contained. Both files are written atomically, so a reader never sees half a
-    report. Raises UnpactError when either input file is missing or malformed.
+    The dilemma plots are written beside the page (see the module docstring for their names). Every
+    file is written atomically, so a reader never sees half a report. Raises UnpactError when either
+    input file is missing or malformed.
     """
     run_dir = Path(run_dir)
-    metrics = _load(run_dir / "metrics.json", read_json)
+    metrics_path = run_dir / "metrics.json"
+    metrics = _load(metrics_path, read_json)
     if not isinstance(metrics, dict):
-        raise UnpactError(f"{run_dir / 'metrics.json'}: expected a JSON object; re-run `unpact demo`")
+        raise UnpactError(f"{metrics_path}: expected a JSON object; re-run `unpact demo`")
     records_path = run_dir / "records.jsonl"
     records = _load(records_path, read_jsonl)
-    context = _context(run_dir, metrics, records, records_path)
-    png = dilemma_plot(metrics)
-    write_atomic(run_dir / PLOT, png)
-    context["dilemma_png"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    # Width and height from the PNG's IHDR chunk, so the browser reserves the space before decoding.
-    context["dilemma_size"] = (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big"))
-    page = _environment().get_template(TEMPLATE).render(context)
+    groups = _checked_groups(metrics, metrics_path)
+    views = [
+        _group_view(run_dir, index, group, records, records_path, grid=is_grid(metrics))
+        for index, group in enumerate(groups, 1)
+    ]
+    page = _environment().get_template(TEMPLATE).render(_page_context(run_dir, metrics, groups, views))
     out = run_dir / "report.html"
     write_atomic(out, page)
     return out
@@ -94,6 +118,7 @@ def _environment() -> Environment:
     env.filters["mark"] = _mark
     env.filters["show"] = _show
     env.filters["clip"] = _clip
+    env.filters["css_string"] = _css_string
     return env
 
 
@@ -105,6 +130,13 @@ def _clip(text: Any, limit: int = ANSWER_CHARS) -> Markup:
     return Markup('<span class="clipped" title="{}">{}…</span>').format(text, text[:limit])
 
 
+def _css_string(text: Any) -> Markup:
+    """``text`` for a double-quoted CSS string: every character but letters, digits, space, ``_`` and
+    ``-`` as a hex escape, so a method label can neither end the string nor the ``<style>`` element."""
+    escaped = "".join(c if c.isalnum() or c in " _-" else f"\\{ord(c):x} " for c in str(text))
+    return Markup(escaped)
+
+
 def _show(value: Any) -> Any:
     return MISSING if value is None else value
 
@@ -113,24 +145,105 @@ def _mark(correct: bool | None) -> str:
     return MISSING if correct is None else ("✓" if correct else "✗")
 
 
-def _context(run_dir: Path, metrics: dict, records: list[dict], records_path: Path) -> dict:
-    header, rows = summary_rows(metrics)
-    method_metrics = metrics.get("methods") or {}
-    by_method = _group_by_method(records, method_metrics)
-    thresholds = metrics.get("thresholds") or {}
-    methods = [
-        _method_view(i, name, method_metrics.get(name) or {}, rows_, records_path, thresholds)
-        for i, (name, rows_) in enumerate(by_method.items(), 1)
-    ]
+def _checked_groups(metrics: dict, path: Path) -> list[dict]:
+    """The document's groups; a grid's group ids name files, so they must be safe and unique."""
+    groups = metric_groups(metrics)
+    if not is_grid(metrics):
+        return groups
+    ids = [group.get("id") if isinstance(group, dict) else None for group in groups]
+    bad = [repr(i) for i in ids if not _safe_file_part(i)]
+    if bad:
+        raise UnpactError(
+            f"{path}: group ids must be names of letters, digits, '_', '.', '-'; got {', '.join(bad)}"
+        )
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise UnpactError(f"{path}: group id {', '.join(repeated)} used twice")
+    return groups
+
+
+def _safe_file_part(name: Any) -> bool:
+    """Whether ``name`` can go into a file name in the run directory: the characters the study config
+    allows in model and benchmark names, and not "." or "..", which would leave the directory."""
+    return isinstance(name, str) and name.strip(".") != "" and all(c.isalnum() or c in "-_." for c in name)
+
+
+def _page_context(run_dir: Path, metrics: dict, groups: list[dict], views: list[dict]) -> dict:
+    """What the page shows once, above the groups: the thresholds and KeyToken settings in the reading
+    guide are the study's settings, shared by its groups, so the first group's stand for all."""
+    first = groups[0] if groups else {}
+    thresholds = first.get("thresholds") or {}
     return {
         "title": f"unPact report — {run_dir.resolve().name}",
-        "model": metrics.get("model") or {},
-        "base_accuracy": base_accuracy_line(metrics),
-        "quality": metrics.get("attribution_quality") or {},
+        "grid": is_grid(metrics),
+        "study": metrics.get("study"),
+        "groups": views,
+        "overview": _overview(metrics, groups, views) if is_grid(metrics) else [],
+        "method_labels": list(dict.fromkeys(m["name"] for view in views for m in view["methods"])),
+        "filter_outcomes": FILTER_OUTCOMES,
         "thresholds": thresholds,
         "recovery_threshold": thresholds.get("recovery"),
         "destructive_threshold": thresholds.get("destructive"),
-        "keytokens": metrics.get("keytokens") or {},
+        "keytokens": first.get("keytokens") or {},
+        "heatmap_css": Markup(HEATMAP_CSS),
+        "positive_colour": colour(1.0, 1.0),
+        "negative_colour": colour(-1.0, 1.0),
+    }
+
+
+def _group_view(
+    run_dir: Path, index: int, group: dict, records: list[dict], records_path: Path, grid: bool
+) -> dict:
+    """One (model, benchmark) group's part of the page, its dilemma plot written beside the page.
+
+    A grid's anchors start with the group's position, so they stay unique however the groups or
+    methods are named; a single run keeps the anchors and plot file name it always had.
+    """
+    prefix = f"g{index}-" if grid else ""
+    rows = [r for r in records if r.get("group") == group["id"]] if grid else records
+    title = group_title(group) if grid else None
+    plot = run_dir / (f"dilemma-{group['id']}.png" if grid else PLOT)
+    return {
+        **_group_context(group, rows, records_path, prefix),
+        "anchor": f"g{index}" if grid else None,
+        "id": group.get("id"),
+        "title": title,
+        **_dilemma_view(plot, group, title),
+    }
+
+
+def _dilemma_view(path: Path, group: dict, title: str | None) -> dict:
+    png = dilemma_plot(group, f"Unlearning dilemma — {title}" if title else "Unlearning dilemma")
+    write_atomic(path, png)
+    return {
+        "plot_file": path.name,
+        "dilemma_png": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+        # Width and height from the PNG's IHDR chunk, so the browser reserves the space before decoding.
+        "dilemma_size": (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")),
+    }
+
+
+def _group_context(group: dict, records: list[dict], records_path: Path, prefix: str) -> dict:
+    """What every run shows, grid group or not; ``prefix`` keeps one grid group's anchors apart from
+    another's."""
+    header, rows = summary_rows(group)
+    method_metrics = group.get("methods") or {}
+    thresholds = group.get("thresholds") or {}
+    by_method = _group_by_method(records, method_metrics)
+    methods = [
+        _method_view(
+            f"{prefix}method-{i}", name, method_metrics.get(name) or {}, rows_, records_path, thresholds
+        )
+        for i, (name, rows_) in enumerate(by_method.items(), 1)
+    ]
+    return {
+        "summary_anchor": f"{prefix}summary",
+        "dilemma_anchor": f"{prefix}dilemma",
+        "model": group.get("model") or {},
+        "base_accuracy": base_accuracy_line(group),
+        "quality": group.get("attribution_quality") or {},
+        "recovery_threshold": thresholds.get("recovery"),
+        "destructive_threshold": thresholds.get("destructive"),
         "summary_header": header,
         "summary_rows": rows,
         "summary_alerts": [
@@ -138,9 +251,47 @@ def _context(run_dir: Path, metrics: dict, records: list[dict], records_path: Pa
         ],
         "methods": methods,
         "anchors": {m["name"]: m["anchor"] for m in methods},
-        "heatmap_css": Markup(HEATMAP_CSS),
-        "positive_colour": colour(1.0, 1.0),
-        "negative_colour": colour(-1.0, 1.0),
+    }
+
+
+def _overview(metrics: dict, groups: list[dict], views: list[dict]) -> list[dict]:
+    """One row per grid cell, finished or not, so a running study's page shows what is still to come."""
+    by_id = {group["id"]: (group, view) for group, view in zip(groups, views, strict=True)}
+    rows = []
+    for cell_id, cell in (metrics.get("cells") or {}).items():
+        group, view = by_id.get(cell.get("group"), ({}, {"anchors": {}}))
+        label = cell.get("label") or cell.get("method") or cell_id
+        method = (group.get("methods") or {}).get(label)
+        rows.append(
+            {
+                "cell": cell_id,
+                "model": group.get("model_name") or cell.get("model"),
+                "benchmark": group.get("benchmark") or cell.get("benchmark"),
+                "label": label,
+                "seed": cell.get("seed"),
+                "anchor": view["anchors"].get(label),
+                **_headline(method, group.get("thresholds") or {}),
+            }
+        )
+    return rows
+
+
+def _headline(method: dict | None, thresholds: dict) -> dict:
+    """A cell's headline numbers; a cell whose method has not finished yet has none and is pending."""
+    metrics = method or {}
+    attack = best_recovery_attack(metrics)
+    excess = (metrics.get("recovery_excess") or {}).get(attack)
+    recovery = metrics.get("recovery_rate") or {}
+    return {
+        "quadrant": "pending" if method is None else metrics.get("quadrant") or MISSING,
+        "forget_efficacy": metrics.get("forget_efficacy"),
+        "attack": attack_label(attack) if attack else None,
+        "rate": recovery.get(attack),
+        "placebo": recovery.get(placebo_of(attack)) if attack else None,
+        "excess": excess,
+        "excess_alert": _over(excess, thresholds.get("recovery")),
+        "destructive_rate": metrics.get("destructive_rate"),
+        "destructive_alert": _over(metrics.get("destructive_rate"), thresholds.get("destructive")),
     }
 
 
@@ -157,7 +308,7 @@ def _summary_alerts(header: list[str], method: dict, thresholds: dict) -> list[b
     """
     excess = method.get("recovery_excess") or {}
     by_column = {
-        f"Recovery {attack.replace('focus_on_key', 'FocusOnKey')} (placebo)": _over(
+        f"Recovery {attack_label(attack)} (placebo)": _over(
             value, thresholds.get("recovery")
         )
         for attack, value in excess.items()
@@ -201,7 +352,7 @@ def _group_by_method(records: list[dict], method_metrics: dict) -> dict[str, lis
 
 
 def _method_view(
-    index: int, name: str, metrics: dict, rows: list[dict], records_path: Path, thresholds: dict
+    anchor: str, name: str, metrics: dict, rows: list[dict], records_path: Path, thresholds: dict
 ) -> dict:
     forget = sorted(
         (r for r in rows if r.get("split") == "forget"),
@@ -210,8 +361,12 @@ def _method_view(
     others = [r for r in rows if r.get("split") != "forget"]
     control = metrics.get("rewrite_control") or {}
     return {
-        "anchor": f"method-{index}",
+        "anchor": anchor,
         "name": name,
+        # A grid cell's identity; absent (None) in a single run, where the name says it all.
+        "cell": metrics.get("cell"),
+        "method": metrics.get("method"),
+        "seed": metrics.get("seed"),
         "quadrant": metrics.get("quadrant") or MISSING,
         "forget_efficacy": metrics.get("forget_efficacy"),
         "n_known": metrics.get("n_known"),
@@ -221,9 +376,7 @@ def _method_view(
         "destructive_by_split": metrics.get("destructive_rate_by_split") or {},
         "accuracy": metrics.get("accuracy") or {},
         "recovery": _recovery_view(metrics, thresholds),
-        "best_excess": max(
-            (v for v in (metrics.get("recovery_excess") or {}).values() if v is not None), default=None
-        ),
+        "best_excess": (metrics.get("recovery_excess") or {}).get(best_recovery_attack(metrics)),
         "rewrite_control": control,
         "tracking": _tracking_pairs(metrics.get("tracking")),
         "penalisation": metrics.get("penalisation") or {},

@@ -85,8 +85,11 @@ def _place_labels(
     return [labels[i] for i in range(len(points))]
 
 
-def dilemma_plot(metrics: dict) -> bytes:
+def dilemma_plot(metrics: dict, title: str = "Unlearning dilemma") -> bytes:
     """The run's methods in the dilemma plane as PNG bytes.
+
+    ``metrics`` is one run, or one group of a study grid; ``title`` names the group, so a PNG copied
+    out of the run directory still says which model and benchmark it shows.
 
     x is the destructive rate, y the best recovery excess over placebo (null counts as 0); dashed lines
     mark ``metrics["thresholds"]`` and the four quadrants are named in their corners. Both axes span
@@ -178,7 +181,7 @@ def dilemma_plot(metrics: dict) -> bytes:
 
     ax.set_xlabel("destructive rate (retain/utility answers lost)")
     ax.set_ylabel("best recovery excess over placebo")
-    ax.set_title("Unlearning dilemma", fontsize=11)
+    ax.set_title(title, fontsize=11)
     ax.xaxis.set_major_formatter("{x:.0%}")
     ax.yaxis.set_major_formatter("{x:.0%}")
     ax.grid(True, color="#e6e6e6", linewidth=0.6, zorder=0)

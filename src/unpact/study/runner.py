@@ -39,7 +39,7 @@ from ..evaluation import (
     recovery_rate,
     wilson_interval,
 )
-from ..io import read_json, write_json, write_jsonl
+from ..io import read_json, write_atomic, write_json, write_jsonl
 from ..models import PlainFormat, load_model
 from ..models.builtin import prepare_builtin
 from ..recovery import (
@@ -79,14 +79,19 @@ class Study:
 
     # -- stages --------------------------------------------------------------------------------
 
-    def prepare(self) -> dict:
-        """Generate the benchmark into ``out/data`` and prepare (or reuse) the built-in model."""
+    def prepare(self, splits: dict[str, list[Item]] | None = None, train: bool = True) -> dict:
+        """Write the benchmark (``splits``, or the generated built-in one) into ``out/data`` and
+        prepare (or reuse) the built-in model in ``model_dir``; ``train=False`` uses ``model_dir`` as
+        given (a pretrained model). Returns the model's info (parameters, accuracy, train seconds)."""
         d = self.cfg.data
-        self.splits = builtin.generate(seed=d.seed, n_entities=d.n_entities, forget_fraction=d.forget_fraction)
+        self.splits = splits or builtin.generate(seed=d.seed, n_entities=d.n_entities,
+                                                 forget_fraction=d.forget_fraction)
         builtin.save(self.splits, self.out / "data")
+        if not train:
+            return {"path": str(self.model_dir)}
         items = [it for s in SPLITS for it in self.splits[s]]
         with self.ui.bar("prepare built-in model (epochs)", self.cfg.model.max_epochs) as bar:
-            info, reused = prepare_builtin(items, self.out / "model", self.cfg.model, bar)
+            info, reused = prepare_builtin(items, self.model_dir, self.cfg.model, bar)
         self.ui.info(f"model: {'reused' if reused else 'trained'} {info['parameters']:,} parameters, "
                      f"greedy accuracy {info['accuracy']:.1%} ({info['train_seconds']} s to train)")
         return info
@@ -123,11 +128,23 @@ class Study:
                          "key": key, "keywords": keyword_words(attr, key)})
         return rows
 
+    def base_key(self) -> str:
+        """What the original model's answers and attributions depend on: settings, items and the
+        model files (name, size, modification time — a retrained model invalidates them)."""
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in self.model_dir.glob("*")
+                       if p.is_file() and p.suffix in (".safetensors", ".json"))
+        return _digest([self.cfg.attribution, self.cfg.evaluation, str(self.model_dir.resolve()), files,
+                        [[it.to_dict() for it in self.splits[s]] for s in SPLITS]])
+
+    def method_key(self, index: int, base_key: str) -> str:
+        """What one method's result depends on: the base, its settings, the attacks and the seed."""
+        return _digest([base_key, asdict(self.cfg.methods[index]), self.cfg.recovery, self.cfg.evaluation,
+                        self.cfg.seed])
+
     def base(self) -> dict:
         """Original model: answers on every split and attributions (oracle KeyTokens) on every item."""
         path = self.out / "base.json"
-        key = _digest([self.cfg.attribution, self.cfg.evaluation, str(self.model_dir.resolve()),
-                       [[it.to_dict() for it in self.splits[s]] for s in SPLITS]])
+        key = self.base_key()
         if path.is_file() and (cached := read_json(path)).get("key") == key:
             return cached
         model, tok = load_model(self.model_dir)
@@ -162,29 +179,38 @@ class Study:
         out["kendall_tau_loo_ig"] = float(np.mean(taus)) if taus else None
         return out
 
-    def run_method(self, index: int, base: dict) -> dict:
-        """Unlearn with one method, then evaluate, attribute, attack; cached in ``methods/NAME``."""
+    def run_method(self, index: int, base: dict, folder: Path | None = None, keep_model: bool = True) -> dict:
+        """Unlearn with one method, then evaluate, attribute, attack; cached in ``folder``
+        (default ``methods/NAME``) as ``result.json``, with the unlearned model in ``model/`` when
+        ``keep_model``. Training checkpoints in ``folder`` let an interrupted run resume."""
         mcfg = self.cfg.methods[index]
-        folder = self.out / "methods" / mcfg.method
-        key = _digest([base["key"], asdict(mcfg), self.cfg.recovery, self.cfg.evaluation])
+        folder = folder or self.out / "methods" / mcfg.method
+        key = self.method_key(index, base["key"])
         if (folder / "result.json").is_file() and (cached := read_json(folder / "result.json")).get("key") == key:
             self.ui.info(f"{mcfg.method}: reusing finished result")
             return cached
-        model, tok = load_model(self.out / "model")
+        # A checkpoint resumes only the run it was made for: the trainer checks the method settings,
+        # this marker also the original model, data and attacks (a retrained base must start over).
+        marker = folder / "run.key"
+        if marker.is_file() and marker.read_text(encoding="utf-8") != key:
+            shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+        write_atomic(marker, key)
+        model, tok = load_model(self.model_dir)
         forget, retain = self.splits["forget"], self.splits["retain"]
         steps = mcfg.epochs * -(-len(forget) // mcfg.batch_size)
         with self.ui.bar(f"{mcfg.method}: unlearning (steps)", steps) as bar:
             model, train_logs = unlearn(model, tok, PlainFormat(tok), forget, retain, mcfg, bar,
                                         checkpoint_dir=folder, resume=True)
-        tmp = folder / ".model.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
         shutil.rmtree(folder / "model", ignore_errors=True)
-        tmp.rename(folder / "model")
-        shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # the final model supersedes it
-
-        return self._evaluate(mcfg.method, model, tok, base, key, train_logs, folder)
+        if keep_model:
+            tmp = folder / ".model.partial"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            tmp.rename(folder / "model")
+        result = self._evaluate(mcfg.method, model, tok, base, key, train_logs, folder)
+        shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # the result supersedes it
+        return result
 
     def _evaluate(self, name: str, model, tok, base: dict, key: str, train_logs: dict, folder: Path) -> dict:
         """Answers, attributions and attacks of an unlearned model; written to ``folder/result.json``."""
@@ -334,8 +360,8 @@ class Study:
                 [np.array(t) for t in res["answers"][s]["token_logprobs"]],
                 [np.array(a["keyword"], dtype=bool) for a in base["answer_tokens"][s]]) for s in SPLITS},
             "tracking": aggregate(tracking_rows),
-            "train": {k: res["train"].get(k) for k in ("steps", "seconds", "seconds_per_epoch", "final_loss",
-                                                       "trainable_parameters")},
+            # wall-clock times are not metrics (they differ run to run): see `timings`
+            "train": {k: res["train"].get(k) for k in ("steps", "final_loss", "trainable_parameters")},
         }
 
     def records(self, base: dict, res: dict) -> list[dict]:
@@ -389,9 +415,7 @@ class Study:
         info = self.prepare()
         base = self.base()
         results = [self.run_method(i, base) for i in range(len(self.cfg.methods))]
-        model = {"path": str(self.model_dir), "parameters": info["parameters"], "accuracy": info["accuracy"],
-                 "train_seconds": info["train_seconds"]}
-        return self._finish(model, base, results)
+        return self._finish(model_facts({**info, "path": str(self.model_dir)}), base, results)
 
     def audit(self, splits: dict[str, list[Item]], unlearned: dict[str, Path]) -> dict:
         """Attack already-unlearned models against the original (``model_dir``) on given items."""
@@ -402,8 +426,9 @@ class Study:
         results = [self.audit_model(name, path, base) for name, path in unlearned.items()]
         return self._finish({"path": str(self.model_dir)}, base, results)
 
-    def _finish(self, model: dict, base: dict, results: list[dict]) -> dict:
-        metrics = {
+    def group_metrics(self, model: dict, base: dict) -> dict:
+        """Everything in metrics.json but the methods: the model, base accuracy, settings."""
+        return {
             "model": model,
             "base": {"accuracy": {s: float(np.mean(base["answers"][s]["correct"])) for s in SPLITS}},
             "thresholds": {"recovery": self.cfg.evaluation.recovery_threshold,
@@ -411,9 +436,17 @@ class Study:
                            "rouge": self.cfg.evaluation.rouge_threshold},
             "keytokens": {"alpha": self.cfg.attribution.alpha, "beta": self.cfg.attribution.beta},
             "attribution_quality": base["attribution_quality"],
-            "methods": {r["method"]: self.method_metrics(base, r) for r in results},
         }
+
+    def _finish(self, model: dict, base: dict, results: list[dict]) -> dict:
+        metrics = {**self.group_metrics(model, base),
+                   "methods": {r["method"]: self.method_metrics(base, r) for r in results}}
         write_jsonl(self.out / "records.jsonl", (row for r in results for row in self.records(base, r)))
         write_json(self.out / "metrics.json", metrics)
         render_report(self.out)
         return metrics
+
+
+def model_facts(info: dict) -> dict:
+    """The model as metrics.json records it: where, how big, how well it learnt (no timings)."""
+    return {k: info[k] for k in ("path", "parameters", "accuracy") if k in info}

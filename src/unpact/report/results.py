@@ -1,0 +1,92 @@
+"""The results table: one row per cell of a study with every metric, for analysis in a notebook.
+
+Nested metrics are flattened with dotted column names (``recovery_rate.sampling``,
+``tracking.jaccard``, ``penalisation.forget.keyword_delta``); an interval [lo, hi] becomes two columns
+``….lo`` and ``….hi``. Reads a grid run's metrics.json, or a single study's (one group, no cell ids).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import UnpactError
+from ..io import write_atomic
+from .console import format_rate
+
+IDENTITY = ("model", "benchmark", "method", "seed", "label", "cell")
+SHOWN = ("forget_efficacy", "destructive_rate", "quadrant")
+
+
+def _flatten(value: Any, prefix: str, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+        out[f"{prefix}.lo"], out[f"{prefix}.hi"] = value
+    elif isinstance(value, list):
+        out[prefix] = ", ".join(map(str, value))
+    else:
+        out[prefix] = value
+
+
+def results_rows(metrics: dict) -> list[dict]:
+    """One flat dict per cell: identity columns, the group's base accuracy, then the method's metrics."""
+    groups = metrics.get("groups")
+    if groups is None:  # a single study: one group, methods keyed by name
+        groups = [{"id": "", "model_name": (metrics.get("model") or {}).get("path"), "benchmark": None, **metrics}]
+    rows = []
+    for g in groups:
+        for label, m in (g.get("methods") or {}).items():
+            row = {"model": g.get("model_name"), "benchmark": g.get("benchmark"), "method": m.get("method", label),
+                   "seed": m.get("seed"), "label": label, "cell": m.get("cell")}
+            _flatten((g.get("base") or {}).get("accuracy") or {}, "base_accuracy", row)
+            _flatten({k: v for k, v in m.items() if k not in ("cell", "method", "seed")}, "", row)
+            rows.append(row)
+    if not rows:
+        raise UnpactError("metrics.json holds no finished cells yet; run the study first")
+    return rows
+
+
+def results_frame(metrics: dict):
+    """`results_rows` as a pandas DataFrame, identity columns first."""
+    import pandas as pd
+
+    frame = pd.DataFrame(results_rows(metrics))
+    first = [c for c in IDENTITY if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def write_results(frame, csv: str | Path | None, parquet: str | Path | None) -> list[Path]:
+    """Write the table as CSV and/or Parquet (atomically); returns the paths written."""
+    written = []
+    if csv is not None:
+        write_atomic(csv, frame.to_csv(index=False))
+        written.append(Path(csv))
+    if parquet is not None:
+        write_atomic(parquet, frame.to_parquet(index=False))
+        written.append(Path(parquet))
+    return written
+
+
+def _rate(value) -> str:
+    return format_rate(None if value is None or value != value else float(value))  # NaN: a null rate
+
+
+def print_results(frame, console: Console | None = None) -> None:
+    """The table's headline columns on the terminal; every column is in the files."""
+    console = console or Console(width=200)
+    recovery = [c for c in frame.columns if c.startswith("recovery_rate.") and not c.split(".", 1)[1].startswith("placebo")]
+    table = Table(title=f"{len(frame)} cells · {len(frame.columns)} columns")
+    for name in ("model", "benchmark", "label", *SHOWN, "best attack"):
+        table.add_column(name.replace("_", " "), justify="left" if name in ("model", "benchmark", "label") else "right")
+    for _, row in frame.iterrows():
+        rates = {c.split(".", 1)[1]: row[c] for c in recovery if row[c] is not None and row[c] == row[c]}
+        best = max(rates.items(), key=lambda kv: kv[1], default=None)
+        table.add_row(str(row.get("model")), str(row.get("benchmark")), str(row.get("label")),
+                      _rate(row.get("forget_efficacy")), _rate(row.get("destructive_rate")),
+                      str(row.get("quadrant")), f"{best[0]} {_rate(best[1])}" if best else _rate(None))
+    console.print(table)

@@ -1,0 +1,212 @@
+"""A study grid: models × benchmarks × seeds × methods, one resumable cell each.
+
+    run_dir/
+      config.json  manifest.json  metrics.json  records.jsonl  timings.json  report.html
+      groups/<model>__<benchmark>/      data/, model/ (built-in models), base.json
+      cells/<model>__<benchmark>__<method>__s<seed>/
+                                         result.json, records.jsonl, metrics.json, model/, run.key
+
+A cell is finished when its ``metrics.json`` exists with the key of its current inputs (written last,
+atomically), so a killed study resumes at the first unfinished cell, a finished cell is never
+recomputed, and a changed setting recomputes exactly the cells it affects. Wall-clock times go to
+``timings.json``, never into metrics, so an interrupted and an uninterrupted run give the same
+``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import BenchmarkSpec, GridConfig, ModelSpec
+from ..data import SPLITS, Item, builtin, load_items
+from ..errors import UnpactError
+from ..io import read_json, read_jsonl, write_json, write_jsonl
+from ..models.builtin import prepared_info
+from ..report import render_report
+from ..report.console import format_rate
+from ..unlearn import UnlearnConfig
+from .manifest import manifest
+from .progress import Reporter
+from .runner import Study, model_facts
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unlearning run of the grid: a method (overrides applied) on a model, benchmark and seed."""
+
+    model: ModelSpec
+    benchmark: BenchmarkSpec
+    seed: int
+    index: int  # of the method in the study's method list
+    method: UnlearnConfig
+    label: str  # the method's name in its group's tables: NAME, or "NAME s<seed>" with several seeds
+
+    @property
+    def group(self) -> str:
+        return f"{self.model.name}__{self.benchmark.name}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.group}__{self.method.method}__s{self.seed}"
+
+    def identity(self) -> dict:
+        return {"cell": self.id, "group": self.group, "model_name": self.model.name,
+                "benchmark": self.benchmark.name, "seed": self.seed}
+
+
+class Grid:
+    """Runs a `GridConfig` into one run directory."""
+
+    def __init__(self, cfg: GridConfig, out: str | Path, reporter: Reporter | None = None):
+        self.cfg, self.out = cfg, Path(out)
+        self.ui = reporter or Reporter(quiet=True)
+
+    def cells(self) -> list[Cell]:
+        """Every cell in run order: model, benchmark, seed, method."""
+        multi = len(self.cfg.seeds) > 1
+        out = []
+        for model in self.cfg.models:
+            for bench in self.cfg.benchmarks:
+                for seed in self.cfg.seeds:
+                    for i, m in enumerate(self.cfg.methods):
+                        method = self.cfg.method_for(m, model.name, bench.name, seed)
+                        out.append(Cell(model, bench, seed, i, method, m.method + (f" s{seed}" if multi else "")))
+        return out
+
+    # -- one (model, benchmark) group --------------------------------------------------------------
+
+    def _group_dir(self, cell: Cell) -> Path:
+        return self.out / "groups" / cell.group
+
+    def _study(self, cell: Cell) -> Study:
+        model_dir = Path(cell.model.path) if cell.model.path else self._group_dir(cell) / "model"
+        return Study(self.cfg.group(cell.model, cell.benchmark, cell.seed), self._group_dir(cell), self.ui,
+                     model_dir=model_dir)
+
+    def _splits(self, bench: BenchmarkSpec) -> dict[str, list[Item]]:
+        if bench.builtin is not None:
+            d = bench.builtin
+            return builtin.generate(seed=d.seed, n_entities=d.n_entities, forget_fraction=d.forget_fraction)
+        folder = Path(bench.path)
+        if not folder.is_dir():
+            raise UnpactError(f"benchmark {bench.name}: {folder} is not a folder; give a folder holding "
+                              f"{', '.join(f'{s}.jsonl' for s in SPLITS)}")
+        return {s: load_items(folder / f"{s}.jsonl") for s in SPLITS}
+
+    def _model_current(self, study: Study, cell: Cell) -> bool:
+        """Whether the group's original model is ready as the settings ask (no training needed)."""
+        if cell.model.path:
+            return True
+        info = prepared_info(study.model_dir)
+        items = [it for s in SPLITS for it in study.splits[s]]
+        return bool(info) and info.get("key") == study.cfg.model.key(items)
+
+    # -- status and run ------------------------------------------------------------------------
+
+    def status(self) -> list[tuple[Cell, bool]]:
+        """(cell, finished?) for every cell, without training or scoring anything (``--dry-run``)."""
+        out, splits, base_keys = [], {}, {}
+        for cell in self.cells():
+            study = self._study(cell)
+            study.splits = splits.setdefault(cell.benchmark.name, self._splits(cell.benchmark))
+            if cell.group not in base_keys:
+                base_keys[cell.group] = study.base_key() if self._model_current(study, cell) else None
+            done = False
+            if base_keys[cell.group] is not None:
+                path = self.out / "cells" / cell.id / "metrics.json"
+                done = path.is_file() and read_json(path).get("key") == study.method_key(cell.index,
+                                                                                       base_keys[cell.group])
+            out.append((cell, done))
+        return out
+
+    def run(self) -> dict:
+        """Every unfinished cell, then metrics.json, records.jsonl and report.html over all cells."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "config.json", self.cfg.to_dict())
+        previous = read_json(self.out / "manifest.json") if (self.out / "manifest.json").is_file() else None
+        write_json(self.out / "manifest.json", manifest(self.cfg.seeds, previous=previous))
+        timings_path = self.out / "timings.json"
+        timings = read_json(timings_path) if timings_path.is_file() else {}
+        timings.setdefault("cells", {})
+        cells = self.cells()
+        status = dict((c.id, done) for c, done in self.status())
+        t_start = time.perf_counter()
+        groups: dict[str, dict] = {}
+        finished: dict[str, dict] = {}
+        with self.ui.overall(f"study {self.cfg.name} (cells)", len(cells), sum(status.values())) as advance:
+            for cell in cells:
+                if cell.group not in groups:
+                    groups[cell.group] = self._prepare_group(cell, timings)
+                study, base = groups[cell.group]["study"], groups[cell.group]["base"]
+                cell_study = self._study(cell)
+                cell_study.splits = study.splits
+                t0 = time.perf_counter()
+                finished[cell.id], reused = self._run_cell(cell_study, cell, base)
+                if not reused:
+                    timings["cells"][cell.id] = round(time.perf_counter() - t0, 2)
+                    write_json(timings_path, timings)
+                    advance()
+                    self.ui.info(_cell_line(cell, finished[cell.id]["metrics"], timings["cells"][cell.id]))
+        timings["last_run_seconds"] = round(time.perf_counter() - t_start, 2)
+        write_json(timings_path, timings)
+        metrics = self._aggregate(cells, groups, finished)
+        write_jsonl(self.out / "records.jsonl",
+                    (row for c in cells for row in read_jsonl(self.out / "cells" / c.id / "records.jsonl")))
+        write_json(self.out / "metrics.json", metrics)
+        render_report(self.out)
+        return metrics
+
+    def _prepare_group(self, cell: Cell, timings: dict) -> dict:
+        study = self._study(cell)
+        self.ui.info(f"[bold]{cell.model.name} × {cell.benchmark.name}[/bold]")
+        info = study.prepare(self._splits(cell.benchmark), train=cell.model.builtin is not None)
+        if "train_seconds" in info:
+            timings.setdefault("models", {})[cell.group] = info["train_seconds"]
+        base = study.base()
+        path = study.model_dir.resolve()
+        # inside the run directory the path is relative, so the same study run elsewhere matches
+        shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else str(path)
+        return {"study": study, "base": base, "model": model_facts({**info, "path": shown})}
+
+    def _run_cell(self, study: Study, cell: Cell, base: dict) -> tuple[dict, bool]:
+        """The cell's metrics document, computed or (when finished with the same inputs) reused."""
+        folder = self.out / "cells" / cell.id
+        key = study.method_key(cell.index, base["key"])
+        done = folder / "metrics.json"
+        if done.is_file() and (cached := read_json(done)).get("key") == key:
+            return cached, True
+        res = study.run_method(cell.index, base, folder, keep_model=self.cfg.keep_models)
+        ident = cell.identity()
+        write_jsonl(folder / "records.jsonl",
+                    ({**row, **ident, "method": cell.label} for row in study.records(base, res)))
+        doc = {"key": key, **ident, "method": cell.method.method, "label": cell.label,
+               "metrics": study.method_metrics(base, res)}
+        write_json(done, doc)  # last: its presence with this key marks the cell finished
+        return doc, False
+
+    def _aggregate(self, cells: list[Cell], groups: dict, finished: dict) -> dict:
+        out_groups = []
+        for gid, g in groups.items():
+            members = [c for c in cells if c.group == gid]
+            study = g["study"]
+            out_groups.append({
+                "id": gid, "model_name": members[0].model.name, "benchmark": members[0].benchmark.name,
+                **study.group_metrics(g["model"], g["base"]),
+                "methods": {c.label: {**finished[c.id]["metrics"], "cell": c.id, "method": c.method.method,
+                                      "seed": c.seed} for c in members},
+            })
+        return {"study": self.cfg.name, "groups": out_groups,
+                "cells": {c.id: {"group": c.group, "model": c.model.name, "benchmark": c.benchmark.name,
+                                 "method": c.method.method, "seed": c.seed, "label": c.label} for c in cells}}
+
+
+def _cell_line(cell: Cell, m: dict, seconds: float) -> str:
+    """One line per finished cell: its key numbers."""
+    rates = {a: r for a, r in m["recovery_rate"].items() if r is not None and not a.startswith("placebo")}
+    best = max(rates.items(), key=lambda kv: kv[1], default=None)
+    best_text = f"{best[0]} {format_rate(best[1])}" if best else format_rate(None)
+    return (f"✓ {cell.id}: forget efficacy {format_rate(m['forget_efficacy'])}, best attack {best_text}, "
+            f"destructive {format_rate(m['destructive_rate'])}, {m['quadrant']} ({seconds:.0f} s)")

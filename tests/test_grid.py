@@ -1,0 +1,193 @@
+"""Study grids: config, cells, overrides, resuming after SIGKILL, the results table."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from unpact.cli import main
+from unpact.config import GridConfig, load_config
+from unpact.errors import UnpactError
+from unpact.study import Grid
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# 2 models × 1 benchmark × 3 methods: tiny models (~5 s to train) and cheap attacks, every stage on.
+SMALL = {
+    "name": "small",
+    "keep_models": False,
+    "models": [
+        {"name": "tiny-a", "builtin": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 2,
+                                       "max_epochs": 30, "lr": 0.004, "target_accuracy": 0.65, "seed": 2}},
+        {"name": "tiny-b", "builtin": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 2,
+                                       "max_epochs": 30, "lr": 0.004, "target_accuracy": 0.65, "seed": 3}},
+    ],
+    "benchmarks": [{"name": "builtin", "builtin": {"n_entities": 10, "forget_fraction": 0.3}}],
+    "methods": [
+        {"method": "GA_GDR", "lr": 0.001, "epochs": 3, "hparams": {"alpha": 3.0}},
+        {"method": "NPO_GDR", "lr": 0.001, "epochs": 3, "hparams": {"alpha": 5.0}},
+        {"method": "TaskVector", "lr": 0.001, "epochs": 2, "hparams": {"scale": 0.75}},
+    ],
+    "recovery": {"sampling_n": 2, "relearn_steps": 2},
+}
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "unpact.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """The small grid run once, uninterrupted: (config path, run dir)."""
+    root = tmp_path_factory.mktemp("grid")
+    config = write_config(root / "small.yaml", SMALL)
+    proc = cli("run", str(config), "--out", str(root / "whole"), "--quiet")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    return config, root / "whole"
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+def test_shipped_configs_load_and_expand_to_their_cells():
+    assert load_config(ROOT / "configs" / "demo.yaml") == GridConfig()
+    full = load_config(ROOT / "configs" / "full-example.yaml")
+    cells = Grid(full, "unused").cells()
+    assert len(cells) == 2 * 2 * 2 * 3 == len({c.id for c in cells})
+    wide_key = [c for c in cells if c.model.name == "builtin-wide" and c.method.method == "KeyNPO"]
+    assert all(c.method.lr == 1e-4 and c.method.epochs == 20 for c in wide_key)
+    assert all(c.method.hparams == {"alpha": 20.0, "beta": 0.3} for c in wide_key)  # merged, not replaced
+    plain = [c for c in cells if c.model.name == "builtin" and c.method.method == "KeyNPO"]
+    assert all(c.method.lr == 5e-4 and c.method.epochs == 15 for c in plain)
+    assert {c.method.seed for c in cells} == {0, 1}  # the grid's seed drives each cell's unlearning
+    assert {c.label for c in cells if c.method.method == "GA_GDR"} == {"GA_GDR s0", "GA_GDR s1"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"models": [{"name": "a", "builtin": {}}, {"name": "a", "builtin": {}}]}, r"models\[1\]\.name: 'a' is invalid; each name once"),
+    ({"models": [{"name": "a", "builtin": {}, "path": "/m"}]}, r"models\[0\]: 'a' is invalid; give exactly one of builtin"),
+    ({"models": [{"name": "a b", "builtin": {}}]}, r"models\[0\]\.name: 'a b' is invalid"),
+    ({"seeds": []}, r"seeds: \[\] is invalid"),
+    ({"seeds": [1, 1]}, r"seeds: \[1, 1\] is invalid; list distinct seeds"),
+    ({"overrides": [{"where": {"model": "nope"}, "set": {"lr": 0.1}}]}, r"overrides\[0\]\.where\.model: 'nope' is invalid; no such model"),
+    ({"overrides": [{"where": {"layer": 3}, "set": {"lr": 0.1}}]}, r"overrides\[0\]\.where\.layer: 'layer' is invalid; match on model"),
+    ({"overrides": [{"where": {}, "set": {"seed": 3}}]}, r"overrides\[0\]\.set\.seed: 'seed' is invalid"),
+    ({"overrides": [{"where": {}, "set": {"lr": "fast"}}]}, r"overrides\[0\]\.set\.lr: expected float, got 'fast'"),
+    ({"overrides": [{"where": {"method": "GA_GDR"}, "set": {"lr": -1.0}}]}, r"methods\[0\]\.lr: -1.0 is invalid.*after overrides, in builtin × builtin × seed 0"),
+    ({"benchmarks": [{"name": "b", "builtin": {"n_entities": 3}}]}, r"data\.n_entities: 3 is invalid"),
+    ({"modles": []}, r"modles: unknown key"),
+])
+def test_bad_grid_configs_name_the_key_path(tmp_path, change, message):
+    path = write_config(tmp_path / "study.yaml", change)
+    with pytest.raises(UnpactError, match=message) as e:
+        load_config(path)
+    assert str(path) in str(e.value)
+
+
+def test_non_utf8_config_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "study.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    assert main(["run", str(path), "--dry-run"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+# -- running, resuming -------------------------------------------------------------------------
+
+
+def test_killed_study_resumes_to_the_same_metrics(small_run, tmp_path):
+    config, whole = small_run
+    out = tmp_path / "killed"
+    # Start, and SIGKILL as soon as the second model's first cell has begun (3 of 6 cells finished).
+    proc = cli("run", str(config), "--out", str(out), "--quiet")
+    started = out / "cells" / "tiny-b__builtin__GA_GDR__s0" / "run.key"
+    deadline = time.monotonic() + 300
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    done = {p.parent.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*/metrics.json")}
+    assert set(done) == {f"tiny-a__builtin__{m}__s0" for m in ("GA_GDR", "NPO_GDR", "TaskVector")}
+
+    dry = cli("run", str(config), "--out", str(out), "--dry-run")
+    listing = dry.communicate(timeout=120)[0]
+    assert "6 cells" in listing and "3 done, 3 to run" in listing, listing
+
+    resumed = cli("run", str(config), "--out", str(out), "--quiet")
+    log = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, log
+    # finished cells were not recomputed, and the result is the uninterrupted run's, byte for byte
+    assert {p.parent.name: p.stat().st_mtime_ns for p in (out / "cells").glob("tiny-a*/metrics.json")} == done
+    assert (out / "metrics.json").read_bytes() == (whole / "metrics.json").read_bytes()
+    assert (out / "records.jsonl").read_bytes() == (whole / "records.jsonl").read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["history"]) == 2 and manifest["seeds"] == [0]
+    assert manifest["packages"]["torch"] and manifest["host"]["cpus"]
+
+
+def test_grid_metrics_hold_every_cell_and_no_timings(small_run):
+    _, run = small_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [g["id"] for g in metrics["groups"]] == ["tiny-a__builtin", "tiny-b__builtin"]
+    assert len(metrics["cells"]) == 6
+    for g in metrics["groups"]:
+        assert list(g["methods"]) == ["GA_GDR", "NPO_GDR", "TaskVector"]
+        assert g["model"]["path"] == f"groups/{g['id']}/model"
+        for m in g["methods"].values():
+            assert m["cell"] in metrics["cells"] and 0 <= m["destructive_rate"] <= 1
+    assert "seconds" not in json.dumps(metrics)
+    timings = json.loads((run / "timings.json").read_text())
+    assert set(timings["cells"]) == set(metrics["cells"]) and timings["last_run_seconds"] > 0
+    assert not any((run / "cells").glob("*/model"))  # keep_models: false
+    assert not any((run / "cells").glob("*/checkpoint"))
+
+
+def test_changed_method_settings_rerun_only_their_cells(small_run, tmp_path, capsys):
+    _, run = small_run
+    changed = json.loads(json.dumps(SMALL))
+    changed["methods"][2]["hparams"]["scale"] = 0.5
+    config = write_config(tmp_path / "changed.yaml", changed)
+    assert main(["run", str(config), "--out", str(run), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    todo = sorted(line.split()[-1] for line in lines if line.startswith("to do"))
+    assert todo == ["tiny-a__builtin__TaskVector__s0", "tiny-b__builtin__TaskVector__s0"]
+
+
+def test_results_table_has_a_row_per_cell_in_csv_and_parquet(small_run, tmp_path, capsys):
+    _, run = small_run
+    csv, parquet = tmp_path / "r.csv", tmp_path / "r.parquet"
+    assert main(["results", str(run), "--csv", str(csv), "--parquet", str(parquet)]) == 0
+    assert "6 cells" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    for frame in (pd.read_csv(csv), pd.read_parquet(parquet)):
+        assert len(frame) == 6 and list(frame.columns[:4]) == ["model", "benchmark", "method", "seed"]
+        row = frame[(frame["model"] == "tiny-b") & (frame["method"] == "NPO_GDR")].iloc[0]
+        m = metrics["groups"][1]["methods"]["NPO_GDR"]
+        assert row["destructive_rate"] == pytest.approx(m["destructive_rate"])
+        assert row["recovery_rate.sampling"] == pytest.approx(m["recovery_rate"]["sampling"])
+        assert row["recovery_ci95.sampling.hi"] == pytest.approx(m["recovery_ci95"]["sampling"][1])
+        assert row["tracking.jaccard"] == pytest.approx(m["tracking"]["jaccard"])
+        assert row["base_accuracy.forget"] == pytest.approx(metrics["groups"][1]["base"]["accuracy"]["forget"])
+
+
+def test_results_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["results", str(tmp_path)]) == 2
+    assert "metrics.json not found" in capsys.readouterr().err
