@@ -98,8 +98,8 @@ def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
 
     Each recovery cell reads ``rate (placebo rate)``: only the difference is evidence. The last column is
     always the quadrant and the one before the numbers is the method, so renderers can style those
-    cells. A grid gets one combined table, its rows led by Model and Benchmark columns, so methods can
-    be compared across models and benchmarks in one place.
+    cells. A grid of several groups gets one combined table, its rows led by Model and Benchmark
+    columns, so methods can be compared across models and benchmarks in one place.
     """
     attacks = recovery_attacks(metrics)
     header = [
@@ -114,8 +114,9 @@ def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
         "Focus retention",
         "Quadrant",
     ]
-    if not is_grid(metrics):
-        return header, _method_rows(metrics, attacks)
+    groups = metric_groups(metrics)
+    if len(groups) == 1:  # one model and benchmark (the demo): the caption names them
+        return header, _method_rows(groups[0], attacks)
     rows = [
         [group.get("model_name") or MISSING, group.get("benchmark") or MISSING, *row]
         for group in metric_groups(metrics)
