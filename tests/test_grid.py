@@ -191,3 +191,14 @@ def test_results_table_has_a_row_per_cell_in_csv_and_parquet(small_run, tmp_path
 def test_results_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["results", str(tmp_path)]) == 2
     assert "metrics.json not found" in capsys.readouterr().err
+
+
+def test_report_of_the_grid_run_directory_renders_every_cell(small_run):
+    _, run = small_run
+    (run / "report.html").unlink()
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text(encoding="utf-8")
+    for cell in json.loads((run / "metrics.json").read_text())["cells"]:
+        assert cell in page
+    assert page.count('class="heatmap"') == 2 * 6 * 12  # before/after × cells × forget items (10 people × 30% × 4)
+    assert (run / "dilemma-tiny-a__builtin.png").is_file() and (run / "dilemma-tiny-b__builtin.png").is_file()

@@ -149,15 +149,21 @@ class Study:
             return cached
         model, tok = load_model(self.model_dir)
         scorer = self._scorer(model, tok)
-        self.ui.info("original model: answering and attributing every item")
-        answers = self._answers(scorer)
-        loo = {s: self._loo(scorer, self.splits[s]) for s in SPLITS}
+        with self.ui.bar("original model: answers, attributions per split, quality", len(SPLITS) + 2) as bar:
+            answers = self._answers(scorer)
+            bar(1, len(SPLITS) + 2)
+            loo = {}
+            for i, s in enumerate(SPLITS, 2):
+                loo[s] = self._loo(scorer, self.splits[s])
+                bar(i, len(SPLITS) + 2)
+            quality = self._attribution_quality(scorer, loo["forget"])
+            bar(len(SPLITS) + 2, len(SPLITS) + 2)
         attributions = {s: self._rows(loo[s]) for s in SPLITS}
         roles = {s: [keyword_token_mask(scorer.fmt, it.answer) for it in self.splits[s]] for s in SPLITS}
         answer_tokens = {s: [{"tokens": scorer.fmt.token_strings(ids), "keyword": mask.tolist()} for ids, mask in r]
                          for s, r in roles.items()}
         result = {"key": key, "answers": answers, "attributions": attributions, "answer_tokens": answer_tokens,
-                  "attribution_quality": self._attribution_quality(scorer, loo["forget"])}
+                  "attribution_quality": quality}
         write_json(path, result)
         return result
 
@@ -215,11 +221,17 @@ class Study:
     def _evaluate(self, name: str, model, tok, base: dict, key: str, train_logs: dict, folder: Path) -> dict:
         """Answers, attributions and attacks of an unlearned model; written to ``folder/result.json``."""
         scorer = self._scorer(model, tok)
-        self.ui.info(f"{name}: evaluating, attributing and attacking")
-        answers = self._answers(scorer)
+        with self.ui.bar(f"{name}: answers, attributions, FocusOnKey, other attacks", 4) as bar:
+            answers = self._answers(scorer)
+            bar(1, 4)
+            attributions = self._rows(self._loo(scorer, self.splits["forget"]))
+            bar(2, 4)
+            attacks = self._attacks(scorer, base, answers)
+            bar(3, 4)
+            baselines = self._baseline_attacks(scorer)
+            bar(4, 4)
         result = {"key": key, "method": name, "train": train_logs, "answers": answers,
-                  "attributions": self._rows(self._loo(scorer, self.splits["forget"])),
-                  "attacks": self._attacks(scorer, base, answers), "baselines": self._baseline_attacks(scorer)}
+                  "attributions": attributions, "attacks": attacks, "baselines": baselines}
         write_json(folder / "result.json", result)
         return result
 
