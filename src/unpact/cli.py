@@ -58,14 +58,14 @@ def cmd_attribute(args) -> None:
         raise UnpactError(f"--steps {args.steps}: integrated gradients needs at least 1 step")
     if not args.prompt.strip() or not args.answer.strip():
         raise UnpactError("--prompt and --answer must be non-empty")
-    from .models import PlainFormat, load_model
+    from .models import load_model, prompt_format
     from .report import token_heatmap_text
     from .report.heatmap import shared_scale
     from .scoring import Scorer
 
     def run(model_dir):
         model, tok = load_model(model_dir, trust_remote_code=args.trust_remote_code)
-        scorer = Scorer(model, tok, PlainFormat(tok))
+        scorer = Scorer(model, tok, prompt_format(tok))
         (attr,) = attribute(scorer, [args.prompt], [args.answer], args.method, ablation=args.ablation,
                             features=args.features, baseline_id=args.baseline_id, steps=args.steps)
         return attr
@@ -131,7 +131,7 @@ def _hparams(pairs: list[str]) -> dict[str, float]:
 
 def cmd_unlearn(args) -> None:
     from .io import write_json
-    from .models import PlainFormat, load_model
+    from .models import load_model, prompt_format
     from .unlearn import UnlearnConfig, get_method, unlearn
 
     hparams = _hparams(args.set or [])
@@ -142,7 +142,7 @@ def cmd_unlearn(args) -> None:
                         lora_rank=args.lora_rank, hparams=hparams)
     steps = cfg.epochs * -(-len(splits["forget"]) // cfg.batch_size)
     with _reporter(args).bar(f"{cfg.method}: unlearning", steps) as bar:
-        model, logs = unlearn(model, tok, PlainFormat(tok), splits["forget"], splits["retain"], cfg, bar,
+        model, logs = unlearn(model, tok, prompt_format(tok), splits["forget"], splits["retain"], cfg, bar,
                               checkpoint_dir=args.out, resume=args.resume)
     model.save_pretrained(args.out, safe_serialization=True)
     tok.save_pretrained(args.out)
@@ -211,6 +211,23 @@ def cmd_report(args) -> None:
     from .report import render_report
 
     print(f"wrote {render_report(args.run)}")
+
+
+def cmd_models(args) -> None:
+    from .models.registry import KNOWN, available_models, ensure_converted
+
+    if args.prepare:
+        for name in args.prepare:
+            if name not in KNOWN:
+                raise UnpactError(f"{name!r} is not a known model; choose from {', '.join(KNOWN)}")
+            print(f"{name}: {ensure_converted(KNOWN[name])}")
+        return
+    print("built-in   the ~1M-parameter Llama trained by `unpact prepare` on the built-in benchmark "
+          "(any model folder works too: --model DIR)")
+    for m in available_models():
+        state = "ready" if m["converted"] else "installed, converted on first use" if m["installed"] else \
+            f"not installed: {m['install']}"
+        print(f"{m['name']:12s} {m['description']}  [{state}]  {m['path'] if m['converted'] else ''}".rstrip())
 
 
 def cmd_methods(args) -> None:
@@ -302,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="re-render report.html from a run directory")
     s.add_argument("run", type=Path)
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("models", help="list the models unpact can load here by name (--model NAME)")
+    s.add_argument("--prepare", nargs="+", metavar="NAME", help="convert these known models now")
+    s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("methods", help="list the unlearning methods")
     s.set_defaults(func=cmd_methods)

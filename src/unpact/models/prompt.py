@@ -38,11 +38,12 @@ def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 class PlainFormat:
-    """``Question: {question}\\nAnswer: {answer}`` — the template of the built-in model and TOFU-style QA."""
+    """``Question: {question}\nAnswer: {answer}`` — the template of the built-in model and TOFU-style QA."""
 
     name = "plain"
     prefix = "Question:"
     suffix = "\nAnswer:"
+    lead = " "  # put before the question and the answer: their first word gets its mid-sentence form
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         self.tokenizer = tokenizer
@@ -54,14 +55,14 @@ class PlainFormat:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def tokenize_question(self, question: str) -> list[int]:
-        # A leading space gives the first word its mid-sentence form, as after "Question:".
-        return self._tok(" " + question.strip())
+        return self._tok(self.lead + question.strip())
 
     def question_offsets(self, question: str) -> list[tuple[int, int]]:
         """Character span in ``question.strip()`` of each question token (clipped to the text)."""
         text = question.strip()
-        enc = self.tokenizer(" " + text, add_special_tokens=False, return_offsets_mapping=True)
-        return [(max(0, s - 1), max(0, e - 1)) for s, e in enc["offset_mapping"]]
+        enc = self.tokenizer(self.lead + text, add_special_tokens=False, return_offsets_mapping=True)
+        n = len(self.lead)
+        return [(max(0, s - n), max(0, e - n)) for s, e in enc["offset_mapping"]]
 
     def token_strings(self, ids: list[int]) -> list[str]:
         """Each token id decoded on its own (leading spaces kept), for display."""
@@ -74,15 +75,45 @@ class PlainFormat:
 
     def encode_answer(self, answer: str, eos: bool = False) -> list[int]:
         """Answer token ids; ``eos=True`` appends EOS (training, so generation learns to stop)."""
-        ids = self._tok(" " + answer.strip())
+        ids = self._tok(self.lead + answer.strip())
         if eos and self.tokenizer.eos_token_id is not None:
             ids = ids + [self.tokenizer.eos_token_id]
         return ids
 
     def render(self, question: str, answer: str = "") -> str:
         """The prompt as text (for records and reports)."""
-        return f"{self.prefix} {question.strip()}{self.suffix}" + (f" {answer.strip()}" if answer else "")
+        return f"{self.prefix}{self.lead}{question.strip()}{self.suffix}" + (f"{self.lead}{answer.strip()}" if answer else "")
 
     def clean_generation(self, text: str) -> str:
         """Cut a generated continuation at the end of the answer line."""
         return text.split("\n", 1)[0].strip()
+
+
+class ChatFormat(PlainFormat):
+    """The tokenizer's own chat template: the question is the user turn, the answer the assistant's.
+
+    The template is rendered once around a placeholder; the text before and after it become the
+    prefix and suffix, so the question is still tokenized on its own and its span is exact. The
+    answer follows the assistant header directly and ends with the template's end-of-turn token
+    (the tokenizer's EOS, e.g. ``<|im_end|>``).
+    """
+
+    name = "chat"
+    lead = ""
+    _PLACEHOLDER = "\u2063unpact-question\u2063"
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": self._PLACEHOLDER}],
+                                             tokenize=False, add_generation_prompt=True)
+        if text.count(self._PLACEHOLDER) != 1:
+            raise ValueError("the chat template does not place the user message verbatim")
+        self.prefix, self.suffix = text.split(self._PLACEHOLDER)
+        super().__init__(tokenizer)
+        self._bos = []  # the rendered template already holds whatever the model expects first
+
+
+def prompt_format(tokenizer: PreTrainedTokenizerBase) -> PlainFormat:
+    """The chat template where the tokenizer has one (instruction-tuned models), else the plain one."""
+    if getattr(tokenizer, "chat_template", None):
+        return ChatFormat(tokenizer)
+    return PlainFormat(tokenizer)

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import BenchmarkSpec, GridConfig, ModelSpec
-from ..data import SPLITS, Item, builtin, load_items
+from ..data import SPLITS, Item, builtin
+from ..data.benchmarks import load_benchmark
 from ..errors import UnpactError
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..models.builtin import prepared_info
+from ..models.registry import model_path, resolve_model
 from ..report import render_report
 from ..report.console import format_rate
 from ..unlearn import UnlearnConfig
@@ -82,7 +84,7 @@ class Grid:
         return self.out / "groups" / cell.group
 
     def _study(self, cell: Cell) -> Study:
-        model_dir = Path(cell.model.path) if cell.model.path else self._group_dir(cell) / "model"
+        model_dir = model_path(cell.model.path) if cell.model.path else self._group_dir(cell) / "model"
         return Study(self.cfg.group(cell.model, cell.benchmark, cell.seed), self._group_dir(cell), self.ui,
                      model_dir=model_dir)
 
@@ -90,11 +92,10 @@ class Grid:
         if bench.builtin is not None:
             d = bench.builtin
             return builtin.generate(seed=d.seed, n_entities=d.n_entities, forget_fraction=d.forget_fraction)
-        folder = Path(bench.path)
-        if not folder.is_dir():
-            raise UnpactError(f"benchmark {bench.name}: {folder} is not a folder; give a folder holding "
-                              f"{', '.join(f'{s}.jsonl' for s in SPLITS)}")
-        return {s: load_items(folder / f"{s}.jsonl") for s in SPLITS}
+        try:
+            return load_benchmark(bench.format, bench.path, name=bench.name, **bench.options).splits
+        except UnpactError as e:
+            raise UnpactError(f"benchmark {bench.name}: {e}") from None
 
     def _model_current(self, study: Study, cell: Cell) -> bool:
         """Whether the group's original model is ready as the settings ask (no training needed)."""
@@ -107,18 +108,21 @@ class Grid:
     # -- status and run ------------------------------------------------------------------------
 
     def status(self) -> list[tuple[Cell, bool]]:
-        """(cell, finished?) for every cell, without training or scoring anything (``--dry-run``)."""
-        out, splits, base_keys = [], {}, {}
+        """(cell, finished?) for every cell, without training, scoring or writing anything (``--dry-run``)."""
+        out = []
+        groups: dict[str, tuple[dict, str | None]] = {}  # group → (its splits, base key or None: not ready)
         for cell in self.cells():
             study = self._study(cell)
-            study.splits = splits.setdefault(cell.benchmark.name, self._splits(cell.benchmark))
-            if cell.group not in base_keys:
-                base_keys[cell.group] = study.base_key() if self._model_current(study, cell) else None
-            done = False
-            if base_keys[cell.group] is not None:
-                path = self.out / "cells" / cell.id / "metrics.json"
-                done = path.is_file() and read_json(path).get("key") == study.method_key(cell.index,
-                                                                                       base_keys[cell.group])
+            if cell.group not in groups:
+                study.splits = self._splits(cell.benchmark)
+                n = cell.benchmark.forget_known
+                ready = self._model_current(study, cell) and (
+                    not n or study.forget_known(n, self.cfg.seeds[0], compute=False))
+                groups[cell.group] = (study.splits, study.base_key() if ready else None)
+            study.splits, base_key = groups[cell.group]
+            path = self.out / "cells" / cell.id / "metrics.json"
+            done = (base_key is not None and path.is_file()
+                    and read_json(path).get("key") == study.method_key(cell.index, base_key))
             out.append((cell, done))
         return out
 
@@ -162,7 +166,11 @@ class Grid:
     def _prepare_group(self, cell: Cell, timings: dict) -> dict:
         study = self._study(cell)
         self.ui.info(f"[bold]{cell.model.name} × {cell.benchmark.name}[/bold]")
+        if cell.model.path:
+            resolve_model(cell.model.path)  # a known model by name: converted from its wheel once
         info = study.prepare(self._splits(cell.benchmark), train=cell.model.builtin is not None)
+        if cell.benchmark.forget_known:
+            study.forget_known(cell.benchmark.forget_known, seed=self.cfg.seeds[0])
         if "train_seconds" in info:
             timings.setdefault("models", {})[cell.group] = info["train_seconds"]
         base = study.base()

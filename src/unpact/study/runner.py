@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from ..attribution import (
 from ..config import StudyConfig
 from ..data import SPLITS, Item, builtin
 from ..data.rewrites import heuristic_keywords
+from ..errors import UnpactError
 from ..evaluation import (
     correctness,
     destructive_rate,
@@ -40,7 +41,7 @@ from ..evaluation import (
     wilson_interval,
 )
 from ..io import read_json, write_atomic, write_json, write_jsonl
-from ..models import PlainFormat, load_model
+from ..models import load_model, prompt_format
 from ..models.builtin import prepare_builtin
 from ..recovery import (
     any_correct,
@@ -97,7 +98,7 @@ class Study:
         return info
 
     def _scorer(self, model, tokenizer) -> Scorer:
-        return Scorer(model, tokenizer, PlainFormat(tokenizer), batch_size=self.cfg.batch_size)
+        return Scorer(model, tokenizer, prompt_format(tokenizer), batch_size=self.cfg.batch_size)
 
     def _answers(self, scorer: Scorer) -> dict[str, dict]:
         """Greedy answers and correctness per split: {split: {"answers": [...], "correct": [...]}}."""
@@ -128,13 +129,48 @@ class Study:
                          "key": key, "keywords": keyword_words(attr, key)})
         return rows
 
+    def _model_files(self) -> list:
+        """(name, size, modification time) of the model's files: a retrained model changes them."""
+        return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in self.model_dir.glob("*")
+                      if p.is_file() and p.suffix in (".safetensors", ".json"))
+
     def base_key(self) -> str:
-        """What the original model's answers and attributions depend on: settings, items and the
-        model files (name, size, modification time — a retrained model invalidates them)."""
-        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in self.model_dir.glob("*")
-                       if p.is_file() and p.suffix in (".safetensors", ".json"))
-        return _digest([self.cfg.attribution, self.cfg.evaluation, str(self.model_dir.resolve()), files,
-                        [[it.to_dict() for it in self.splits[s]] for s in SPLITS]])
+        """What the original model's answers and attributions depend on: settings, items, model files."""
+        return _digest([self.cfg.attribution, self.cfg.evaluation, str(self.model_dir.resolve()),
+                        self._model_files(), [[it.to_dict() for it in self.splits[s]] for s in SPLITS]])
+
+    def forget_known(self, n: int, seed: int, compute: bool = True) -> bool:
+        """Re-split the forget and retain items: ``n`` forget items drawn (seeded) from those the
+        original model answers correctly, every other one retain; utility stays. The selection is
+        cached in ``data/forget_known.json``; with ``compute=False`` only a cached one is used.
+        Returns whether the splits were re-split."""
+        pool = self.splits["forget"] + self.splits["retain"]
+        path = self.out / "data" / "forget_known.json"
+        key = _digest([n, seed, self.cfg.evaluation.rouge_threshold, self._model_files(),
+                       [it.to_dict() for it in pool]])
+        cached = read_json(path) if path.is_file() else {}
+        if cached.get("key") == key:
+            chosen = set(cached["forget"])
+        elif not compute:
+            return False
+        else:
+            model, tok = load_model(self.model_dir)
+            answers = self._scorer(model, tok).generate([it.question for it in pool])
+            ok = correctness(answers, [it.answer for it in pool], self.cfg.evaluation.rouge_threshold)
+            known = [it.id for it, k in zip(pool, ok, strict=True) if k]
+            if len(known) < n:
+                raise UnpactError(f"forget_known: {n} requested but {self.model_dir} answers only {len(known)} of "
+                                  f"the {len(pool)} forget/retain items correctly; use forget_known ≤ {len(known)}")
+            chosen = set(random.Random(seed).sample(known, n))
+            write_json(path, {"key": key, "forget": sorted(chosen), "known": known})
+            self.ui.info(f"forget_known: the original model answers {len(known)} of {len(pool)} items; "
+                         f"{n} of them are the forget set")
+        self.splits = {"forget": [replace(it, split="forget") for it in pool if it.id in chosen],
+                       "retain": [replace(it, split="retain") for it in pool if it.id not in chosen],
+                       "utility": self.splits["utility"]}
+        if compute:
+            builtin.save(self.splits, self.out / "data")
+        return True
 
     def method_key(self, index: int, base_key: str) -> str:
         """What one method's result depends on: the base, its settings, the attacks and the seed."""
@@ -205,7 +241,7 @@ class Study:
         forget, retain = self.splits["forget"], self.splits["retain"]
         steps = mcfg.epochs * -(-len(forget) // mcfg.batch_size)
         with self.ui.bar(f"{mcfg.method}: unlearning (steps)", steps) as bar:
-            model, train_logs = unlearn(model, tok, PlainFormat(tok), forget, retain, mcfg, bar,
+            model, train_logs = unlearn(model, tok, prompt_format(tok), forget, retain, mcfg, bar,
                                         checkpoint_dir=folder, resume=True)
         shutil.rmtree(folder / "model", ignore_errors=True)
         if keep_model:
