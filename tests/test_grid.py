@@ -202,3 +202,24 @@ def test_report_of_the_grid_run_directory_renders_every_cell(small_run):
         assert cell in page
     assert page.count('class="heatmap"') == 2 * 6 * 12  # before/after × cells × forget items (10 people × 30% × 4)
     assert (run / "dilemma-tiny-a__builtin.png").is_file() and (run / "dilemma-tiny-b__builtin.png").is_file()
+
+
+def test_prepare_exclude_forget_trains_the_gold_model_that_never_saw_the_forget_set(tmp_path, capsys):
+    from unpact.data import load_items
+    from unpact.evaluation import correctness
+    from unpact.models import load_model, prompt_format
+    from unpact.scoring import Scorer
+
+    config = write_config(tmp_path / "small.yaml", {**SMALL, "models": SMALL["models"][:1]})
+    assert main(["prepare", "--config", str(config), "--out", str(tmp_path / "gold"), "--exclude", "forget",
+                 "--quiet"]) == 0
+    assert "never trained on: forget" in capsys.readouterr().out
+    model, tok = load_model(tmp_path / "gold")
+    scorer = Scorer(model, tok, prompt_format(tok))
+    accuracy = {}
+    for split in ("forget", "retain"):
+        items = load_items(tmp_path / "gold" / "data" / f"{split}.jsonl")  # every split is saved
+        accuracy[split] = correctness(scorer.generate([it.question for it in items]),
+                                      [it.answer for it in items]).mean()
+    # retain facts were learnt; forget facts (random attributes of unseen people) are at chance level
+    assert accuracy["retain"] >= 0.5 and accuracy["forget"] <= 0.2

@@ -401,7 +401,7 @@ class Study:
             "rewrite_control": control,
             "destructive_rate": destructive,
             "destructive_rate_by_split": {s: destructive_rate(cb[s], ca[s]) for s in ("retain", "utility")},
-            "accuracy": {s: float(ca[s].mean()) for s in SPLITS},
+            "accuracy": {s: _accuracy(ca[s]) for s in SPLITS},
             "quadrant": quadrant(best_excess, destructive, ev.recovery_threshold, ev.destructive_threshold),
             "penalisation": {s: penalisation_profile(
                 [np.array(t) for t in base["answers"][s]["token_logprobs"]],
@@ -478,7 +478,7 @@ class Study:
         """Everything in metrics.json but the methods: the model, base accuracy, settings."""
         return {
             "model": model,
-            "base": {"accuracy": {s: float(np.mean(base["answers"][s]["correct"])) for s in SPLITS}},
+            "base": {"accuracy": {s: _accuracy(base["answers"][s]["correct"]) for s in SPLITS}},
             "thresholds": {"recovery": self.cfg.evaluation.recovery_threshold,
                            "destructive": self.cfg.evaluation.destructive_threshold,
                            "rouge": self.cfg.evaluation.rouge_threshold},
@@ -493,6 +493,11 @@ class Study:
         write_json(self.out / "metrics.json", metrics)
         render_report(self.out)
         return metrics
+
+
+def _accuracy(correct) -> float | None:
+    """Share correct; None for a split the benchmark does not have (MUSE and MMLU have no utility)."""
+    return float(np.mean(correct)) if len(correct) else None
 
 
 def model_facts(info: dict) -> dict:
