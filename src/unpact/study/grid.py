@@ -86,7 +86,7 @@ class Grid:
     def _study(self, cell: Cell) -> Study:
         model_dir = model_path(cell.model.path) if cell.model.path else self._group_dir(cell) / "model"
         return Study(self.cfg.group(cell.model, cell.benchmark, cell.seed), self._group_dir(cell), self.ui,
-                     model_dir=model_dir)
+                     model_dir=model_dir, trust_remote_code=cell.model.trust_remote_code)
 
     def _splits(self, bench: BenchmarkSpec) -> dict[str, list[Item]]:
         if bench.builtin is not None:

@@ -72,8 +72,9 @@ class Study:
     """One run directory and the state shared by its stages."""
 
     def __init__(self, cfg: StudyConfig, out: str | Path, reporter: Reporter | None = None,
-                 model_dir: str | Path | None = None):
+                 model_dir: str | Path | None = None, trust_remote_code: bool = False):
         self.cfg, self.out = cfg, Path(out)
+        self.trust_remote_code = trust_remote_code  # only when the study config asks, per model
         self.ui = reporter or Reporter(quiet=True)
         self.splits: dict[str, list[Item]] = {}
         self.model_dir = Path(model_dir) if model_dir else self.out / "model"  # the original model
@@ -154,7 +155,7 @@ class Study:
         elif not compute:
             return False
         else:
-            model, tok = load_model(self.model_dir)
+            model, tok = load_model(self.model_dir, trust_remote_code=self.trust_remote_code)
             answers = self._scorer(model, tok).generate([it.question for it in pool])
             ok = correctness(answers, [it.answer for it in pool], self.cfg.evaluation.rouge_threshold)
             known = [it.id for it, k in zip(pool, ok, strict=True) if k]
@@ -183,7 +184,7 @@ class Study:
         key = self.base_key()
         if path.is_file() and (cached := read_json(path)).get("key") == key:
             return cached
-        model, tok = load_model(self.model_dir)
+        model, tok = load_model(self.model_dir, trust_remote_code=self.trust_remote_code)
         scorer = self._scorer(model, tok)
         with self.ui.bar("original model: answers, attributions per split, quality", len(SPLITS) + 2) as bar:
             answers = self._answers(scorer)
@@ -237,7 +238,7 @@ class Study:
         if marker.is_file() and marker.read_text(encoding="utf-8") != key:
             shutil.rmtree(folder / "checkpoint", ignore_errors=True)
         write_atomic(marker, key)
-        model, tok = load_model(self.model_dir)
+        model, tok = load_model(self.model_dir, trust_remote_code=self.trust_remote_code)
         forget, retain = self.splits["forget"], self.splits["retain"]
         steps = mcfg.epochs * -(-len(forget) // mcfg.batch_size)
         with self.ui.bar(f"{mcfg.method}: unlearning (steps)", steps) as bar:
