@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import torch
 
 from unpact.config import StudyConfig
-from unpact.data import builtin
+from unpact.data import SPLITS, builtin
 from unpact.models import PlainFormat
 from unpact.models.builtin import BuiltinModelConfig, build_model, train_tokenizer
 from unpact.scoring import Scorer
@@ -26,7 +26,7 @@ def benchmark():
 @pytest.fixture(scope="session")
 def tiny(benchmark):
     """(model, tokenizer, fmt) — an untrained 2-layer model; enough for exact-arithmetic tests."""
-    texts = [f"Question: {it.question}\nAnswer: {it.answer}" for s in benchmark.values() for it in s]
+    texts = [f"Question: {it.question}\nAnswer: {it.answer}" for s in SPLITS for it in benchmark[s]]
     tok = train_tokenizer(texts, vocab_size=400)
     cfg = BuiltinModelConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, seed=1)
     model = build_model(cfg, tok).eval()

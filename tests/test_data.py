@@ -69,3 +69,15 @@ def test_lowest_contribution_placebo_words():
     offsets = [(0, 5), (5, 9), (9, 16), (16, 24), (24, 29), (29, 30)]  # Where| was| Marthe| Bramley| born|?
     assert lowest_contribution_words(q, offsets, [0.5, -0.3, 2.0, 1.5, 0.1, 0.2], 2) == ["was", "born"]
     assert lowest_contribution_words(q, offsets, [0.5, -0.3, 2.0, 1.5, 0.1, 0.0], 0) == ["was"]
+
+
+def test_holdout_people_are_new_and_leave_the_other_splits_unchanged(benchmark):
+    from unpact.data import SPLITS
+
+    holdout = benchmark["holdout"]
+    assert len(holdout) == len(benchmark["forget"]) == 40 and all(it.split == "holdout" for it in holdout)
+    seen = {it.entity for s in SPLITS for it in benchmark[s]}
+    assert not {it.entity for it in holdout} & seen
+    # the generator drew the holdout last: the trained splits are what they were before it existed
+    assert benchmark["forget"][0].to_dict()["answer"] == "Drennick"
+    assert [it.id for it in benchmark["retain"][-2:]] == ["retain-099-pet", "retain-099-instrument"]

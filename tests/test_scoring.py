@@ -50,3 +50,25 @@ def test_question_span_is_the_question(tiny):
     enc = fmt.encode("Where was Marthe Bramley born?")
     assert tok.decode(enc.question_ids).strip() == "Where was Marthe Bramley born?"
     assert "Question:" in tok.decode(enc.ids[: enc.span[0]])
+
+
+def test_distribution_stats_match_the_full_next_token_distribution(tiny, tiny_scorer):
+    """Min-K%++'s μ_t = Σ_v p_v log p_v and σ_t² = Σ_v p_v (log p_v)² − μ_t², from one unpadded pass."""
+    model, _, fmt = tiny
+    questions, answers = ["Where was Marthe Bramley born?", "What is two plus three?"], ["Drennick", "five"]
+    plain = tiny_scorer.score(questions, answers)
+    prompts = [fmt.encode(q).ids for q in questions]
+    golds = [fmt.encode_answer(a) for a in answers]
+    full = tiny_scorer.score_ids(prompts, golds, distribution=True)
+    assert plain.mu is None and plain.sigma is None
+    for p, a, lp, lp_full, mu, sigma in zip(prompts, golds, plain.per_token, full.per_token, full.mu, full.sigma,
+                                            strict=True):
+        np.testing.assert_allclose(lp_full, lp, atol=1e-5)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([p + a])).logits[0].double(), dim=-1)
+        rows = logp[len(p) - 1:len(p) - 1 + len(a)]
+        ref_mu = (rows.exp() * rows).sum(-1).numpy()
+        ref_sigma = np.sqrt((rows.exp() * rows.square()).sum(-1).numpy() - ref_mu ** 2)
+        np.testing.assert_allclose(mu, ref_mu, atol=1e-4)
+        np.testing.assert_allclose(sigma, ref_sigma, atol=1e-4)
+        assert (sigma > 0.01).all()  # a sharpened random model: not a point mass, the check bites

@@ -70,6 +70,16 @@ def test_key_npo_lands_below_and_left_of_the_papers_six_on_the_dilemma_map(study
     assert key["forget_efficacy"] >= max(m["forget_efficacy"] for m in six.values()) - 1 / 40
 
 
+def test_membership_inference_separates_memorised_facts_and_unlearning_moves_it(study):
+    _, metrics = study
+    original = metrics["base"]["mia_auc"]
+    assert set(original) == {"loss", "zlib", "min_k", "min_k++"}
+    assert original["loss"] > 0.9  # the original model memorised the forget facts; the holdout it never saw
+    for name, m in metrics["methods"].items():
+        assert set(m["mia_auc"]) == set(original) and all(0 <= v <= 1 for v in m["mia_auc"].values()), name
+        assert m["mia_auc"]["loss"] < original["loss"], name  # forgetting lowers the forget set's likelihood
+
+
 def test_records_and_report_cover_every_forget_item(study):
     run, metrics = study
     rows = read_jsonl(run / "records.jsonl")

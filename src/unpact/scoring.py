@@ -102,10 +102,17 @@ def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 @dataclass
 class Scores:
-    """Per item: ``mean`` = LP(x, y) [N]; ``per_token`` = list of [T_i] arrays of log-probs."""
+    """Per item: ``mean`` = LP(x, y) [N]; ``per_token`` = list of [T_i] arrays of log-probs.
+
+    With ``distribution=True`` also, per answer position, the mean ``mu`` and standard deviation
+    ``sigma`` of log p(v) under the model's own next-token distribution (lists of [T_i] arrays):
+    what Min-K%++ standardises each token's log-prob with.
+    """
 
     mean: np.ndarray
     per_token: list[np.ndarray]
+    mu: list[np.ndarray] | None = None
+    sigma: list[np.ndarray] | None = None
 
 
 class Scorer:
@@ -131,28 +138,46 @@ class Scorer:
 
     @torch.no_grad()
     def score_ids(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
-                  hidden: Sequence[Sequence[int]] | None = None) -> Scores:
+                  hidden: Sequence[Sequence[int]] | None = None, distribution: bool = False) -> Scores:
         """LP and per-token log-probs for token-id pairs (the form attribution uses).
 
         ``hidden``: optional per-sequence prompt positions masked out of attention (see `pack`).
+        ``distribution``: also the mean/std of log p under each answer position's full distribution
+        (one [B, T, V] log-softmax per batch, so only where needed).
         """
         lengths = [len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
         for i, n in enumerate(lengths):
             self._check_length(n, f"prompt+answer #{i}")
-        per_token: list[np.ndarray] = [np.empty(0)] * len(prompts)
+        n = len(prompts)
+        per_token: list[np.ndarray] = [np.empty(0)] * n
+        mu: list[np.ndarray] = [np.empty(0)] * n
+        sigma: list[np.ndarray] = [np.empty(0)] * n
         was_training = self.model.training
         self.model.eval()
         try:
             for idx in length_buckets(lengths, self.batch_size):
                 hide = None if hidden is None else [hidden[i] for i in idx]
                 batch = pack([prompts[i] for i in idx], [answers[i] for i in idx], self.pad_id, hide).to(self.device)
-                lp = answer_token_logprobs(self.model, batch).cpu().numpy()
+                if distribution:
+                    logp = answer_log_softmax(self.model, batch)  # [B, T, V]
+                    lp_t = logp.gather(-1, batch.answer_ids.unsqueeze(-1)).squeeze(-1)
+                    p = logp.exp()
+                    m = (p * logp).sum(-1)
+                    s = ((p * logp.square()).sum(-1) - m.square()).clamp(min=0).sqrt()
+                    stats = (m.cpu().numpy(), s.cpu().numpy())
+                else:
+                    lp_t = answer_token_logprobs(self.model, batch)
+                lp = lp_t.cpu().numpy()
+                T = lp.shape[1]
                 for row, i in enumerate(idx):
-                    per_token[i] = lp[row, lp.shape[1] - len(answers[i]):].astype(np.float64)
+                    keep = slice(T - len(answers[i]), T)
+                    per_token[i] = lp[row, keep].astype(np.float64)
+                    if distribution:
+                        mu[i], sigma[i] = (x[row, keep].astype(np.float64) for x in stats)
         finally:
             self.model.train(was_training)
         mean = np.array([t.mean() if t.size else np.nan for t in per_token])
-        return Scores(mean, per_token)
+        return Scores(mean, per_token, mu if distribution else None, sigma if distribution else None)
 
     def score(self, questions: Sequence[str], answers: Sequence[str]) -> Scores:
         """LP(x, y) for question/answer strings under the prompt format."""

@@ -107,26 +107,37 @@ def _utility_items(rng: random.Random) -> list[Item]:
     return items
 
 
-def generate(seed: int = 0, n_entities: int = 100, forget_fraction: float = 0.1) -> dict[str, list[Item]]:
-    """Generate the benchmark: ``{"forget": [...], "retain": [...], "utility": [...]}``.
+def _person_items(rng: random.Random, e: int, name: str, split: str) -> list[Item]:
+    items = []
+    for attr, spec in ATTRIBUTES.items():
+        gold = rng.choice(spec["values"])
+        items.append(Item(
+            id=f"{split}-{e:03d}-{attr}", split=split,
+            question=spec["question"].format(name=name), answer=gold,
+            paraphrased_question=spec["paraphrase"].format(name=name),
+            perturbed_answers=_perturb(rng, gold, spec["values"]), entity=name, attribute=attr,
+        ))
+    return items
 
-    The same seed always gives the same items, in the same order.
+
+def generate(seed: int = 0, n_entities: int = 100, forget_fraction: float = 0.1) -> dict[str, list[Item]]:
+    """Generate the benchmark: ``{"forget", "retain", "utility", "holdout"}`` lists of items.
+
+    ``holdout``: as many further people as the forget set has, never trained on — the non-members
+    that membership-inference attacks must tell the forget set from. They are drawn after everything
+    else, so adding them left the other items exactly as they were. The same seed always gives the
+    same items, in the same order.
     """
     rng = random.Random(seed)
     names = _names(rng, n_entities)
     n_forget = max(1, round(n_entities * forget_fraction))
     splits: dict[str, list[Item]] = {"forget": [], "retain": [], "utility": []}
     for e, name in enumerate(names):
-        split = "forget" if e < n_forget else "retain"
-        for attr, spec in ATTRIBUTES.items():
-            gold = rng.choice(spec["values"])
-            splits[split].append(Item(
-                id=f"{split}-{e:03d}-{attr}", split=split,
-                question=spec["question"].format(name=name), answer=gold,
-                paraphrased_question=spec["paraphrase"].format(name=name),
-                perturbed_answers=_perturb(rng, gold, spec["values"]), entity=name, attribute=attr,
-            ))
+        splits["forget" if e < n_forget else "retain"] += _person_items(rng, e, name, "forget" if e < n_forget else "retain")
     splits["utility"] = _utility_items(rng)
+    taken = set(names)
+    holdout = [n for n in _names(rng, n_forget + len(taken)) if n not in taken][:n_forget]
+    splits["holdout"] = [it for e, name in enumerate(holdout) for it in _person_items(rng, e, name, "holdout")]
     return splits
 
 

@@ -40,6 +40,7 @@ from ..evaluation import (
     recovery_rate,
     wilson_interval,
 )
+from ..evaluation.mia import loss_score, mia_auc, min_k_plus_plus_score, min_k_score, zlib_score
 from ..io import read_json, write_atomic, write_json, write_jsonl
 from ..models import load_model, prompt_format
 from ..models.builtin import prepare_builtin
@@ -61,7 +62,7 @@ from ..unlearn import unlearn
 from .progress import Reporter
 
 # Bumped whenever base.json/result.json gain or change fields, so older cached stages are recomputed.
-RESULT_SCHEMA = 4
+RESULT_SCHEMA = 5
 
 
 def _digest(obj) -> str:
@@ -166,9 +167,9 @@ class Study:
             write_json(path, {"key": key, "forget": sorted(chosen), "known": known})
             self.ui.info(f"forget_known: the original model answers {len(known)} of {len(pool)} items; "
                          f"{n} of them are the forget set")
-        self.splits = {"forget": [replace(it, split="forget") for it in pool if it.id in chosen],
-                       "retain": [replace(it, split="retain") for it in pool if it.id not in chosen],
-                       "utility": self.splits["utility"]}
+        self.splits = {**self.splits,  # utility (and a holdout) stay as they are
+                       "forget": [replace(it, split="forget") for it in pool if it.id in chosen],
+                       "retain": [replace(it, split="retain") for it in pool if it.id not in chosen]}
         if compute:
             builtin.save(self.splits, self.out / "data")
         return True
@@ -200,9 +201,30 @@ class Study:
         answer_tokens = {s: [{"tokens": scorer.fmt.token_strings(ids), "keyword": mask.tolist()} for ids, mask in r]
                          for s, r in roles.items()}
         result = {"key": key, "answers": answers, "attributions": attributions, "answer_tokens": answer_tokens,
-                  "attribution_quality": quality}
+                  "attribution_quality": quality, "mia_auc": self._membership(scorer)}
         write_json(path, result)
         return result
+
+    def _membership(self, scorer: Scorer) -> dict[str, float] | None:
+        """ROC AUC of each membership-inference attack telling the forget items (members: trained on,
+        then unlearned) from the holdout items (never trained on), scored on the gold answers given
+        the question. 0.5: indistinguishable, as for a model that never saw the forget set. None when
+        the benchmark has no holdout split."""
+        if not self.splits.get("holdout"):
+            return None
+        fmt, scores = scorer.fmt, {}
+        for split in ("forget", "holdout"):
+            items = self.splits[split]
+            s = scorer.score_ids([fmt.encode(it.question).ids for it in items],
+                                 [fmt.encode_answer(it.answer) for it in items], distribution=True)
+            scores[split] = {
+                "loss": [loss_score(lp) for lp in s.per_token],
+                "zlib": [zlib_score(lp, it.answer) for lp, it in zip(s.per_token, items, strict=True)],
+                "min_k": [min_k_score(lp) for lp in s.per_token],
+                "min_k++": [min_k_plus_plus_score(lp, m, sd) for lp, m, sd in zip(s.per_token, s.mu, s.sigma,
+                                                                                  strict=True)],
+            }
+        return {name: mia_auc(scores["forget"][name], scores["holdout"][name]) for name in scores["forget"]}
 
     def _attribution_quality(self, scorer: Scorer, loo_forget: list) -> dict:
         """Which attribution to believe on this model: ERASER comprehensiveness/sufficiency of LOO
@@ -268,7 +290,8 @@ class Study:
             baselines = self._baseline_attacks(scorer)
             bar(4, 4)
         result = {"key": key, "method": name, "train": train_logs, "answers": answers,
-                  "attributions": attributions, "attacks": attacks, "baselines": baselines}
+                  "attributions": attributions, "attacks": attacks, "baselines": baselines,
+                  "mia_auc": self._membership(scorer)}
         write_json(folder / "result.json", result)
         return result
 
@@ -400,6 +423,7 @@ class Study:
             "n_known": int(known.sum()), "n_forgotten": int((known & ~ca["forget"].astype(bool)).sum()),
             "recovery_rate": recovery, "recovery_ci95": interval, "recovery_excess": excess,
             "rewrite_control": control,
+            "mia_auc": res.get("mia_auc"),
             "destructive_rate": destructive,
             "destructive_rate_by_split": {s: destructive_rate(cb[s], ca[s]) for s in ("retain", "utility")},
             "accuracy": {s: _accuracy(ca[s]) for s in SPLITS},
@@ -479,7 +503,8 @@ class Study:
         """Everything in metrics.json but the methods: the model, base accuracy, settings."""
         return {
             "model": model,
-            "base": {"accuracy": {s: _accuracy(base["answers"][s]["correct"]) for s in SPLITS}},
+            "base": {"accuracy": {s: _accuracy(base["answers"][s]["correct"]) for s in SPLITS},
+                     "mia_auc": base.get("mia_auc")},
             "thresholds": {"recovery": self.cfg.evaluation.recovery_threshold,
                            "destructive": self.cfg.evaluation.destructive_threshold,
                            "rouge": self.cfg.evaluation.rouge_threshold},
