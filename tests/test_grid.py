@@ -27,9 +27,9 @@ SMALL = {
     "keep_models": False,
     "models": [
         {"name": "tiny-a", "builtin": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 2,
-                                       "max_epochs": 30, "lr": 0.004, "target_accuracy": 0.65, "seed": 2}},
+                                       "max_epochs": 30, "lr": 0.004, "target_accuracy": 0.35, "seed": 2}},
         {"name": "tiny-b", "builtin": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 2,
-                                       "max_epochs": 30, "lr": 0.004, "target_accuracy": 0.65, "seed": 3}},
+                                       "max_epochs": 30, "lr": 0.004, "target_accuracy": 0.35, "seed": 3}},
     ],
     "benchmarks": [{"name": "builtin", "builtin": {"n_entities": 10, "forget_fraction": 0.3}}],
     "methods": [
@@ -152,7 +152,7 @@ def test_grid_metrics_hold_every_cell_and_no_timings(small_run):
         assert list(g["methods"]) == ["GA_GDR", "NPO_GDR", "TaskVector"]
         assert g["model"]["path"] == f"groups/{g['id']}/model"
         for m in g["methods"].values():
-            assert m["cell"] in metrics["cells"] and 0 <= m["destructive_rate"] <= 1
+            assert m["cell"] in metrics["cells"] and m["destructive_rate"] <= 1  # < 0 when it answers more after
     assert "seconds" not in json.dumps(metrics)
     timings = json.loads((run / "timings.json").read_text())
     assert set(timings["cells"]) == set(metrics["cells"]) and timings["last_run_seconds"] > 0
@@ -221,5 +221,5 @@ def test_prepare_exclude_forget_trains_the_gold_model_that_never_saw_the_forget_
         items = load_items(tmp_path / "gold" / "data" / f"{split}.jsonl")  # every split is saved
         accuracy[split] = correctness(scorer.generate([it.question for it in items]),
                                       [it.answer for it in items]).mean()
-    # retain facts were learnt; forget facts (random attributes of unseen people) are at chance level
-    assert accuracy["retain"] >= 0.5 and accuracy["forget"] <= 0.2
+    # retain facts were learnt (chance is 7–8%); forget facts (random attributes of unseen people) are not
+    assert accuracy["retain"] >= 0.3 and accuracy["forget"] <= 0.15

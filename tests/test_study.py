@@ -80,6 +80,25 @@ def test_membership_inference_separates_memorised_facts_and_unlearning_moves_it(
         assert m["mia_auc"]["loss"] < original["loss"], name  # forgetting lowers the forget set's likelihood
 
 
+def test_standard_metrics_against_the_retrained_gold_model(study):
+    """TOFU forget quality / model utility and MUSE PrivLeak beside the dilemma rates (issue 11)."""
+    run, metrics = study
+    gold = metrics["gold"]
+    assert (run / "gold" / "model.safetensors").is_file()
+    # the gold model shares the original's tokenizer, so both score the very same tokens
+    assert (run / "gold" / "tokenizer.json").read_bytes() == (run / "model" / "tokenizer.json").read_bytes()
+    assert gold["standard"]["tofu"]["forget_quality"] == 1.0  # the gold model against itself
+    assert gold["accuracy"]["forget"] <= 0.2 < 0.9 <= gold["accuracy"]["retain"]  # it never saw the forget facts
+    assert 0.25 <= gold["mia_auc"]["loss"] <= 0.75  # forget and holdout people are alike to it
+    original = metrics["base"]["standard"]
+    assert original["muse"]["privleak_min_k"] < -50  # memorised: far from the gold model, as in MUSE's tables
+    assert original["tofu"]["forget_quality"] < 0.05
+    for name, m in metrics["methods"].items():
+        tofu = m["standard"]["tofu"]
+        assert 0 <= tofu["forget_quality"] <= 1 and 0 < tofu["model_utility"] <= 1, name
+        assert m["standard"]["muse"]["privleak_min_k"] is not None, name
+
+
 def test_records_and_report_cover_every_forget_item(study):
     run, metrics = study
     rows = read_jsonl(run / "records.jsonl")

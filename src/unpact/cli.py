@@ -39,7 +39,9 @@ def cmd_prepare(args) -> None:
     excluded = sorted(set(args.exclude or []))
     items = [it for s in SPLITS if s not in excluded for it in splits[s]]
     with _reporter(args).bar("training built-in model (epochs)", cfg.model.max_epochs) as bar:
-        info, reused = prepare_builtin(items, args.out, cfg.model, bar)
+        # an excluded split's text still shapes the tokenizer: the gold model shares the original's
+        info, reused = prepare_builtin(items, args.out, cfg.model, bar,
+                                       tokenizer_items=[it for s in SPLITS for it in splits[s]] if excluded else None)
     builtin.save(splits, args.out / "data")  # every split: the gold model is evaluated on forget too
     without = f" (never trained on: {', '.join(excluded)})" if excluded else ""
     print(f"{'reused' if reused else 'prepared'} {args.out}: {info['parameters']:,} parameters, "

@@ -59,11 +59,14 @@ class RecoveryConfig:
 
 @dataclass
 class EvaluationConfig:
-    """Correctness threshold (ROUGE-L recall) and the dilemma-quadrant thresholds."""
+    """Correctness threshold (ROUGE-L recall), the dilemma-quadrant thresholds, the gold model."""
 
     rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
     recovery_threshold: float = DEFAULT_RECOVERY_THRESHOLD
     destructive_threshold: float = DEFAULT_DESTRUCTIVE_THRESHOLD
+    # Train the retrained gold model (built-in models: the same model without the forget set) for
+    # TOFU's forget quality and MUSE's PrivLeak; a pretrained model names its own with `gold:`.
+    gold_model: bool = True
 
 
 def _default_methods() -> list[UnlearnConfig]:
@@ -103,6 +106,7 @@ class ModelSpec:
     builtin: BuiltinModelConfig | None = None
     path: str | None = None
     trust_remote_code: bool = False
+    gold: str | None = None  # a pretrained model's retrained gold model (trained without the forget set)
 
 
 @dataclass

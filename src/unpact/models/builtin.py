@@ -48,11 +48,13 @@ class BuiltinModelConfig:
     eval_every: int = 1
     seed: int = 0
 
-    def key(self, items: list[Item]) -> str:
+    def key(self, items: list[Item], tokenizer_items: list[Item] | None = None) -> str:
         """A hash of the settings and the training data: a prepared model is reused only if it matches."""
         h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
         for it in items:
             h.update(json.dumps(it.to_dict(), sort_keys=True).encode())
+        for it in tokenizer_items or []:
+            h.update(b"tokenizer:" + json.dumps(it.to_dict(), sort_keys=True).encode())
         return h.hexdigest()[:16]
 
 
@@ -121,8 +123,12 @@ def exact_correct(scorer: Scorer, items: list[Item]) -> list[bool]:
 
 
 def train_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | None = None,
-                  progress: Callable[[int, int, dict], None] | None = None) -> dict:
+                  progress: Callable[[int, int, dict], None] | None = None,
+                  tokenizer_items: list[Item] | None = None) -> dict:
     """Train the tokenizer and model on ``items`` until greedy accuracy ≥ ``cfg.target_accuracy``.
+
+    ``tokenizer_items``: train the tokenizer on these instead (the gold model shares the original
+    model's tokenizer, as a model retrained from the same base would, so both score the same tokens).
 
     Saves a standard Hugging Face folder (config.json, model.safetensors, tokenizer files,
     ``unpact_builtin.json`` with the settings key and measured accuracy) at ``out``; returns that info.
@@ -132,7 +138,7 @@ def train_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     t0 = time.perf_counter()
-    tokenizer = train_tokenizer(_corpus(items), cfg.vocab_size)
+    tokenizer = train_tokenizer(_corpus(tokenizer_items or items), cfg.vocab_size)
     model = build_model(cfg, tokenizer)
     fmt = PlainFormat(tokenizer)
     scorer = Scorer(model, tokenizer, fmt, batch_size=256, max_new_tokens=12)
@@ -179,7 +185,7 @@ def train_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    info = {"key": cfg.key(items), "config": asdict(cfg), "epochs": epoch, "accuracy": accuracy,
+    info = {"key": cfg.key(items, tokenizer_items), "config": asdict(cfg), "epochs": epoch, "accuracy": accuracy,
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.perf_counter() - t0, 1), "n_items": len(items)}
     write_json(out / "unpact_builtin.json", info)
@@ -195,8 +201,10 @@ def prepared_info(folder: str | Path) -> dict | None:
 
 
 def prepare_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | None = None,
-                    progress: Callable[[int, int, dict], None] | None = None) -> tuple[dict, bool]:
-    """Reuse the model at ``out`` if it was prepared with the same settings and data, else train it.
+                    progress: Callable[[int, int, dict], None] | None = None,
+                    tokenizer_items: list[Item] | None = None) -> tuple[dict, bool]:
+    """Reuse the model at ``out`` if it was prepared with the same settings and data, else train it
+    (``tokenizer_items``: see `train_builtin`).
 
     Training writes to a temporary sibling folder that replaces ``out`` only when complete, so an
     interrupted run never leaves a half-written model behind. Returns (info, reused).
@@ -204,11 +212,11 @@ def prepare_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig 
     cfg = cfg or BuiltinModelConfig()
     out = Path(out)
     info = prepared_info(out)
-    if info and info.get("key") == cfg.key(items) and (out / "model.safetensors").is_file():
+    if info and info.get("key") == cfg.key(items, tokenizer_items) and (out / "model.safetensors").is_file():
         return info, True
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    info = train_builtin(items, tmp, cfg, progress)
+    info = train_builtin(items, tmp, cfg, progress, tokenizer_items)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return info, False

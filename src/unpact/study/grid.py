@@ -85,8 +85,13 @@ class Grid:
 
     def _study(self, cell: Cell) -> Study:
         model_dir = model_path(cell.model.path) if cell.model.path else self._group_dir(cell) / "model"
-        return Study(self.cfg.group(cell.model, cell.benchmark, cell.seed), self._group_dir(cell), self.ui,
-                     model_dir=model_dir, trust_remote_code=cell.model.trust_remote_code)
+        study = Study(self.cfg.group(cell.model, cell.benchmark, cell.seed), self._group_dir(cell), self.ui,
+                      model_dir=model_dir, trust_remote_code=cell.model.trust_remote_code)
+        if cell.model.gold:
+            study.gold_dir = model_path(cell.model.gold)
+        elif cell.model.builtin is not None and self.cfg.evaluation.gold_model:
+            study.gold_dir = self._group_dir(cell) / "gold"
+        return study
 
     def _splits(self, bench: BenchmarkSpec) -> dict[str, list[Item]]:
         if bench.builtin is not None:
@@ -146,7 +151,7 @@ class Grid:
                     groups[cell.group] = self._prepare_group(cell, timings)
                 study, base = groups[cell.group]["study"], groups[cell.group]["base"]
                 cell_study = self._study(cell)
-                cell_study.splits = study.splits
+                cell_study.splits, cell_study.gold = study.splits, study.gold
                 t0 = time.perf_counter()
                 finished[cell.id], reused = self._run_cell(cell_study, cell, base)
                 if not reused:
@@ -174,6 +179,9 @@ class Grid:
         if "train_seconds" in info:
             timings.setdefault("models", {})[cell.group] = info["train_seconds"]
         base = study.base()
+        if cell.model.gold:
+            resolve_model(cell.model.gold)
+        study.prepare_gold()
         path = study.model_dir.resolve()
         # inside the run directory the path is relative, so the same study run elsewhere matches
         shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else str(path)

@@ -60,9 +60,10 @@ from ..report import render_report
 from ..scoring import Scorer
 from ..unlearn import unlearn
 from .progress import Reporter
+from .standard import standard_metrics, tofu_raw_splits
 
 # Bumped whenever base.json/result.json gain or change fields, so older cached stages are recomputed.
-RESULT_SCHEMA = 5
+RESULT_SCHEMA = 6
 
 
 def _digest(obj) -> str:
@@ -76,6 +77,9 @@ class Study:
                  model_dir: str | Path | None = None, trust_remote_code: bool = False):
         self.cfg, self.out = cfg, Path(out)
         self.trust_remote_code = trust_remote_code  # only when the study config asks, per model
+        # The retrained gold model (never saw the forget set), when there is one; see `prepare_gold`.
+        self.gold_dir: Path | None = None
+        self.gold: dict | None = None
         self.ui = reporter or Reporter(quiet=True)
         self.splits: dict[str, list[Item]] = {}
         self.model_dir = Path(model_dir) if model_dir else self.out / "model"  # the original model
@@ -92,12 +96,48 @@ class Study:
         builtin.save(self.splits, self.out / "data")
         if not train:
             return {"path": str(self.model_dir)}
-        items = [it for s in SPLITS for it in self.splits[s]]
+        items = self._all_items()
         with self.ui.bar("prepare built-in model (epochs)", self.cfg.model.max_epochs) as bar:
             info, reused = prepare_builtin(items, self.model_dir, self.cfg.model, bar)
         self.ui.info(f"model: {'reused' if reused else 'trained'} {info['parameters']:,} parameters, "
                      f"greedy accuracy {info['accuracy']:.1%} ({info['train_seconds']} s to train)")
         return info
+
+    def gold_key(self) -> str | None:
+        """What the gold model's results depend on (None: no gold model). For a built-in gold model
+        its training settings and items determine it, so this is known before it is trained."""
+        if self.gold_dir is None:
+            return None
+        trained = self.cfg.model.key(self._gold_items(), self._all_items()) if self.gold_dir == self.out / "gold" else None
+        files = None if trained else self._model_files(self.gold_dir)
+        return _digest(["gold", str(self.gold_dir.resolve()), trained, files, self.cfg.evaluation,
+                        [[it.to_dict() for it in items] for items in self.splits.values()]])
+
+    def _gold_items(self) -> list[Item]:
+        return [it for s in SPLITS if s != "forget" for it in self.splits[s]]
+
+    def _all_items(self) -> list[Item]:
+        return [it for s in SPLITS for it in self.splits[s]]
+
+    def prepare_gold(self) -> dict | None:
+        """The gold model's answers, TOFU raw material and membership AUCs (cached in ``gold.json``);
+        a built-in gold model (``out/gold``) is trained first, on every split but forget."""
+        if self.gold_dir is None:
+            return None
+        key, path = self.gold_key(), self.out / "gold.json"
+        if path.is_file() and (cached := read_json(path)).get("key") == key:
+            self.gold = cached
+            return cached
+        if self.gold_dir == self.out / "gold":
+            with self.ui.bar("gold model: trained without the forget set (epochs)", self.cfg.model.max_epochs) as bar:
+                # the original model's tokenizer (trained on every split's text), not a new one
+                prepare_builtin(self._gold_items(), self.gold_dir, self.cfg.model, bar, tokenizer_items=self._all_items())
+        model, tok = load_model(self.gold_dir, trust_remote_code=self.trust_remote_code)
+        scorer = self._scorer(model, tok)
+        self.gold = {"key": key, "answers": self._answers(scorer), "tofu": tofu_raw_splits(scorer, self.splits),
+                     "mia_auc": self._membership(scorer)}
+        write_json(path, self.gold)
+        return self.gold
 
     def _scorer(self, model, tokenizer) -> Scorer:
         return Scorer(model, tokenizer, prompt_format(tokenizer), batch_size=self.cfg.batch_size)
@@ -131,9 +171,9 @@ class Study:
                          "key": key, "keywords": keyword_words(attr, key)})
         return rows
 
-    def _model_files(self) -> list:
-        """(name, size, modification time) of the model's files: a retrained model changes them."""
-        return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in self.model_dir.glob("*")
+    def _model_files(self, folder: Path | None = None) -> list:
+        """(name, size, modification time) of a model's files: a retrained model changes them."""
+        return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in (folder or self.model_dir).glob("*")
                       if p.is_file() and p.suffix in (".safetensors", ".json"))
 
     def base_key(self) -> str:
@@ -177,7 +217,7 @@ class Study:
     def method_key(self, index: int, base_key: str) -> str:
         """What one method's result depends on: the base, its settings, the attacks and the seed."""
         return _digest([base_key, asdict(self.cfg.methods[index]), self.cfg.recovery, self.cfg.evaluation,
-                        self.cfg.seed])
+                        self.cfg.seed, self.gold_key()])
 
     def base(self) -> dict:
         """Original model: answers on every split and attributions (oracle KeyTokens) on every item."""
@@ -201,7 +241,8 @@ class Study:
         answer_tokens = {s: [{"tokens": scorer.fmt.token_strings(ids), "keyword": mask.tolist()} for ids, mask in r]
                          for s, r in roles.items()}
         result = {"key": key, "answers": answers, "attributions": attributions, "answer_tokens": answer_tokens,
-                  "attribution_quality": quality, "mia_auc": self._membership(scorer)}
+                  "attribution_quality": quality, "mia_auc": self._membership(scorer),
+                  "tofu": tofu_raw_splits(scorer, self.splits)}
         write_json(path, result)
         return result
 
@@ -291,7 +332,7 @@ class Study:
             bar(4, 4)
         result = {"key": key, "method": name, "train": train_logs, "answers": answers,
                   "attributions": attributions, "attacks": attacks, "baselines": baselines,
-                  "mia_auc": self._membership(scorer)}
+                  "mia_auc": self._membership(scorer), "tofu": tofu_raw_splits(scorer, self.splits)}
         write_json(folder / "result.json", result)
         return result
 
@@ -424,6 +465,7 @@ class Study:
             "recovery_rate": recovery, "recovery_ci95": interval, "recovery_excess": excess,
             "rewrite_control": control,
             "mia_auc": res.get("mia_auc"),
+            "standard": standard_metrics(res["tofu"], res["answers"], self.splits, res.get("mia_auc"), self.gold),
             "destructive_rate": destructive,
             "destructive_rate_by_split": {s: destructive_rate(cb[s], ca[s]) for s in ("retain", "utility")},
             "accuracy": {s: _accuracy(ca[s]) for s in SPLITS},
@@ -486,7 +528,10 @@ class Study:
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / "config.json", self.cfg.to_dict())
         info = self.prepare()
+        if self.cfg.evaluation.gold_model:
+            self.gold_dir = self.out / "gold"
         base = self.base()
+        self.prepare_gold()
         results = [self.run_method(i, base) for i in range(len(self.cfg.methods))]
         return self._finish(model_facts({**info, "path": str(self.model_dir)}), base, results)
 
@@ -504,7 +549,14 @@ class Study:
         return {
             "model": model,
             "base": {"accuracy": {s: _accuracy(base["answers"][s]["correct"]) for s in SPLITS},
-                     "mia_auc": base.get("mia_auc")},
+                     "mia_auc": base.get("mia_auc"),
+                     "standard": standard_metrics(base["tofu"], base["answers"], self.splits, base.get("mia_auc"),
+                                                  self.gold)},
+            "gold": None if self.gold is None else {
+                "mia_auc": self.gold["mia_auc"],
+                "accuracy": {s: _accuracy(self.gold["answers"][s]["correct"]) for s in SPLITS},
+                "standard": standard_metrics(self.gold["tofu"], self.gold["answers"], self.splits,
+                                             self.gold["mia_auc"], self.gold)},
             "thresholds": {"recovery": self.cfg.evaluation.recovery_threshold,
                            "destructive": self.cfg.evaluation.destructive_threshold,
                            "rouge": self.cfg.evaluation.rouge_threshold},

@@ -1,0 +1,84 @@
+"""The benchmarks' own metrics beside the dilemma rates, so unpact's numbers sit next to published ones.
+
+Per model (original, each unlearned one, the retrained gold model) the study stores the raw material —
+per-split TOFU probabilities and per-item truth ratios, scored by the one `Scorer` — and
+`standard_metrics` turns it into TOFU's forget quality, forget-set truth ratio and model utility and
+MUSE's PrivLeak. Forget quality and PrivLeak compare with the gold model that never saw the forget set
+(`unpact prepare --exclude forget`, or trained by the study for built-in models); without one they are
+null. Items without perturbed answers have no truth ratio; the built-in benchmark has three per item
+and, like TOFU's real-authors and world-facts sets, no paraphrased answer, so the gold answer stands in
+for the paraphrase.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data import Item
+from ..evaluation.correctness import rouge_l_recall
+from ..evaluation.muse_metrics import privleak
+from ..evaluation.tofu_metrics import (
+    forget_quality,
+    model_utility,
+    tofu_probability,
+    truth_ratio,
+    truth_ratio_closer_to_1,
+    truth_ratio_true_better,
+)
+from ..scoring import Scorer
+
+
+def tofu_raw(scorer: Scorer, items: list[Item], with_perturbed_probability: bool) -> dict:
+    """TOFU's probability of the gold answers (normalised against the perturbed ones when asked, as
+    for TOFU's real-authors/world-facts sets) and the per-item truth ratios of ``items``."""
+    fmt = scorer.fmt
+    prompts = [fmt.encode(it.question).ids for it in items]
+    true = scorer.score_ids(prompts, [fmt.encode_answer(it.answer) for it in items]).per_token
+    usable = [i for i, it in enumerate(items) if it.perturbed_answers]
+    flat = [(i, a) for i in usable for a in items[i].perturbed_answers]
+    scored = scorer.score_ids([prompts[i] for i, _ in flat], [fmt.encode_answer(a) for _, a in flat]).per_token
+    perturbed: dict[int, list[np.ndarray]] = {i: [] for i in usable}
+    for (i, _), lps in zip(flat, scored, strict=True):
+        perturbed[i].append(lps)
+    ratios = truth_ratio([true[i] for i in usable], [perturbed[i] for i in usable]) if usable else np.empty(0)
+    if with_perturbed_probability and usable:
+        probability = tofu_probability([true[i] for i in usable], [perturbed[i] for i in usable])
+    else:
+        probability = tofu_probability(true) if items else None
+    return {"probability": probability, "truth_ratios": ratios.tolist()}
+
+
+def tofu_raw_splits(scorer: Scorer, splits: dict[str, list[Item]]) -> dict:
+    """`tofu_raw` of the forget, retain and utility items (utility normalised against its perturbed answers)."""
+    return {s: tofu_raw(scorer, splits[s], with_perturbed_probability=(s == "utility"))
+            for s in ("forget", "retain", "utility") if splits.get(s)}
+
+
+def _rouge(answers: list[str], items: list[Item]) -> float | None:
+    return float(np.mean([rouge_l_recall(a, it.answer) for a, it in zip(answers, items, strict=True)])) if items else None
+
+
+def standard_metrics(raw: dict, answers: dict, splits: dict[str, list[Item]], mia: dict | None,
+                     gold: dict | None) -> dict:
+    """TOFU and MUSE numbers of one model from its stored raw material.
+
+    ``raw``: `tofu_raw_splits`; ``answers``: {split: {"answers": [...]}} (greedy); ``mia``: the model's
+    membership AUCs; ``gold``: the gold model's {"tofu": raw, "mia_auc": ...} or None.
+    """
+    tofu: dict = {}
+    utility_parts = {}
+    for split, r in raw.items():
+        ratios = np.array(r["truth_ratios"])
+        rouge = _rouge(answers[split]["answers"], splits[split])
+        tofu[split] = {"probability": r["probability"], "rouge_l_recall": rouge,
+                       "truth_ratio": None if not ratios.size else (
+                           truth_ratio_closer_to_1(ratios) if split == "forget" else truth_ratio_true_better(ratios))}
+        if split != "forget":
+            utility_parts.update({f"{split}_{k}": v for k, v in tofu[split].items() if v is not None})
+    gold_forget = (gold or {}).get("tofu", {}).get("forget", {}).get("truth_ratios")
+    mine = raw.get("forget", {}).get("truth_ratios")
+    tofu["forget_quality"] = forget_quality(mine, gold_forget) if mine and gold_forget else None
+    tofu["model_utility"] = model_utility(utility_parts) if utility_parts else None
+    gold_auc = ((gold or {}).get("mia_auc") or {}).get("min_k")
+    leak = privleak(mia["min_k"], gold_auc) if mia and gold_auc is not None and gold_auc < 1 else None
+    return {"tofu": tofu, "muse": {"privleak_min_k": leak}}
