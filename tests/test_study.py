@@ -97,6 +97,9 @@ def test_standard_metrics_against_the_retrained_gold_model(study):
         tofu = m["standard"]["tofu"]
         assert 0 <= tofu["forget_quality"] <= 1 and 0 < tofu["model_utility"] <= 1, name
         assert m["standard"]["muse"]["privleak_min_k"] is not None, name
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "gold model (never saw the forget set): TOFU forget quality 1.000" in page
+    assert page.count("TOFU forget quality") == len(metrics["methods"]) + 2  # each method, original, gold
 
 
 def test_records_and_report_cover_every_forget_item(study):

@@ -243,6 +243,8 @@ def _group_context(group: dict, records: list[dict], records_path: Path, prefix:
         "base_accuracy": base_accuracy_line(group),
         "quality": group.get("attribution_quality") or {},
         "mia": (group.get("base") or {}).get("mia_auc") or {},
+        "standard": (group.get("base") or {}).get("standard") or {},
+        "gold": group.get("gold") or {},
         "recovery_threshold": thresholds.get("recovery"),
         "destructive_threshold": thresholds.get("destructive"),
         "summary_header": header,
@@ -383,6 +385,7 @@ def _method_view(
         "penalisation": metrics.get("penalisation") or {},
         "train": metrics.get("train") or {},
         "mia": metrics.get("mia_auc") or {},
+        "standard": metrics.get("standard") or {},
         "outcomes": Counter(r.get("outcome") or MISSING for r in forget),
         "forget_items": [
             _item_view(r, f"{records_path}: {name} item {r.get('item_id', '?')}") for r in forget
