@@ -242,6 +242,13 @@ def cmd_methods(args) -> None:
         print(f"{name:11s} {cls.description}  [{defaults}]  ({cls.reference})")
 
 
+def _run_options(s: argparse.ArgumentParser) -> None:
+    """What `demo` and `run` share: both run a study config through `cmd_run`."""
+    s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unpact", description="Unlearning, prompt attribution and recovery for causal LMs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -293,16 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="the full unPact study on the built-in benchmark and model (configs/demo.yaml)")
     s.add_argument("--out", type=Path, default=Path("runs/demo"))
     s.add_argument("--config", type=Path, help="study YAML (default: the built-in demo, see configs/demo.yaml)")
-    s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.set_defaults(func=cmd_run)
+    _run_options(s)
 
     s = sub.add_parser("run", help="run a study: models × benchmarks × seeds × methods from a YAML")
     s.add_argument("config", type=Path, help="study YAML (see configs/demo.yaml, configs/full-example.yaml)")
     s.add_argument("--out", type=Path, help="run directory (default: runs/NAME); rerun to resume")
-    s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.set_defaults(func=cmd_run)
+    _run_options(s)
 
     s = sub.add_parser("results", help="one row per cell with every metric: print, and write CSV and Parquet")
     s.add_argument("run", type=Path, help="run directory")
