@@ -25,6 +25,7 @@ from unpact.evaluation.tofu_metrics import (
     model_utility,
     normalised_probability,
     tofu_probability,
+    tofu_rouge_l,
     truth_ratio,
     truth_ratio_closer_to_1,
     truth_ratio_true_better,
@@ -216,3 +217,65 @@ def test_errors_are_one_line_unpact_errors(call, match):
     with pytest.raises(UnpactError, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            table[i + 1][j + 1] = table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
+    return table[-1][-1]
+
+
+def test_tofu_rouge_compares_porter_stems_as_tofu_does():
+    from nltk.stem import porter
+
+    stem = porter.PorterStemmer().stem
+    pred, gold = "The cats were running home", "the cat runs home"
+    # independent: LCS of the lower-cased, Porter-stemmed words over the gold length (ROUGE-L recall)
+    words = lambda t: [stem(w) for w in t.lower().split()]  # noqa: E731
+    expected = _lcs(words(pred), words(gold)) / len(words(gold))
+    assert expected == 1.0 and tofu_rouge_l([pred], [gold]) == pytest.approx(expected)
+    # unstemmed, only "the" and "home" match: the correctness rule and MUSE keep words as written
+    from unpact.evaluation import rouge_l_recall
+
+    assert rouge_l_recall(pred, gold) == pytest.approx(0.5)
+    assert tofu_rouge_l([pred, "nothing"], [gold, "else"]) == pytest.approx(0.5)
+    with pytest.raises(UnpactError, match="lengths differ"):
+        tofu_rouge_l([pred], [])
+
+
+def test_muse_knowmem_prompt_shots_and_answer_cut():
+    from unpact.data import Item
+    from unpact.data.benchmarks.muse import knowmem_answer, knowmem_prompt, knowmem_shots
+
+    icl = [Item("muse-forget_qa_icl-0001", "Q1?", "A1", "icl"), Item("muse-retain_qa_icl-0001", "Q2?", "A2", "icl")]
+    assert [s.id for s in knowmem_shots(icl, "forget")] == ["muse-forget_qa_icl-0001"]
+    assert [s.id for s in knowmem_shots(icl[:1], "retain")] == ["muse-forget_qa_icl-0001"]  # fallback: all
+    assert knowmem_prompt(icl[:1], "Who?") == "Question: Q1?\nAnswer: A1\n\nQuestion: Who?\nAnswer: "
+    assert knowmem_answer(" Ada Lovelace\n\nQuestion: next") == "Ada Lovelace"
+    assert knowmem_answer("Ada Question: more") == "Ada"
+
+
+def test_muse_raw_fits_the_context_and_cuts_references_to_the_budget(tiny):
+    from unpact.data import Item
+    from unpact.data.benchmarks.muse import knowmem_prompt
+    from unpact.scoring import Scorer
+    from unpact.study.standard import muse_raw
+
+    model, tok, fmt = tiny
+    scorer = Scorer(model, tok, fmt, batch_size=4)
+    n_ctx = model.config.max_position_embeddings
+    words = "Orsa Velin was born in Quillmoor and studied botany there " * 40
+    icl = [Item(f"muse-forget_qa_icl-{i:04d}", f"Where was person {i} born?", "Quillmoor", "icl") for i in range(1, 6)]
+    splits = {"forget": [Item("f1", "Where was Orsa Velin born?", "Quillmoor", "forget")], "retain": []}
+    out = muse_raw(scorer, splits, icl, [(words, words)])
+    used = out["knowmem_shots"]["forget"]
+    assert 0 <= used < 5  # five demonstrations do not fit 128 positions with a 32-token budget
+    prompt = fmt.encode_text(knowmem_prompt(icl[5 - used:], splits["forget"][0].question))
+    assert len(prompt) + 32 <= n_ctx
+    v = out["verbmem"]
+    assert v["max_new_tokens"] == n_ctx // 2 and v["prompts_cut"] == 1
+    # the reference is the true continuation's first max_new_tokens tokens
+    assert len(fmt.encode_text(v["references"][0])) - len(fmt.text_bos) == pytest.approx(n_ctx // 2, abs=1)
+    assert out["knowmem"]["retain"] == []

@@ -1,4 +1,4 @@
-"""Study grids: config, cells, overrides, resuming after SIGKILL, the results table."""
+"""Study grids: config, cells, overrides, resuming after SIGKILL or a full disk, the results table."""
 
 from __future__ import annotations
 
@@ -223,3 +223,95 @@ def test_prepare_exclude_forget_trains_the_gold_model_that_never_saw_the_forget_
                                       [it.answer for it in items]).mean()
     # retain facts were learnt (chance is 7–8%); forget facts (random attributes of unseen people) are not
     assert accuracy["retain"] >= 0.3 and accuracy["forget"] <= 0.15
+
+
+# -- faults: disk full, SIGKILL during attribution and mid-write -------------------------------
+
+
+def test_disk_full_keeps_finished_cells_and_the_rerun_completes(small_run, tmp_path, monkeypatch, capsys):
+    import errno
+
+    config, whole = small_run
+    out = tmp_path / "full"
+    target = (out / "cells" / "tiny-a__builtin__NPO_GDR__s0" / "metrics.json").resolve()
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):  # the disk fills up as the second cell finishes
+        if Path(dst).resolve() == target:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err and str(target) in err, err
+    assert "free some space and rerun" in err
+    first = out / "cells" / "tiny-a__builtin__GA_GDR__s0" / "metrics.json"
+    assert json.loads(first.read_text())["metrics"]["forget_efficacy"] is not None
+    assert not target.exists() and not list(out.rglob(".*.tmp"))  # nothing half-written left behind
+    stamp = first.stat().st_mtime_ns
+
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    assert first.stat().st_mtime_ns == stamp  # the finished cell was reused
+    assert (out / "metrics.json").read_bytes() == (whole / "metrics.json").read_bytes()
+
+
+def test_sigkill_during_attribution_reruns_to_the_same_metrics(small_run, tmp_path):
+    config, whole = small_run
+    out = tmp_path / "killed-attribution"
+    group = out / "groups" / "tiny-a__builtin"
+    proc = cli("run", str(config), "--out", str(out), "--quiet")
+    # the original model is saved, then its answers and attributions are computed into base.json
+    deadline = time.monotonic() + 300
+    while not (group / "model" / "model.safetensors").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (group / "model" / "model.safetensors").exists() and not (group / "base.json").exists()
+    model_stamp = (group / "model" / "model.safetensors").stat().st_mtime_ns
+    resumed = cli("run", str(config), "--out", str(out), "--quiet")
+    log = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, log
+    assert (group / "model" / "model.safetensors").stat().st_mtime_ns == model_stamp  # not retrained
+    assert (out / "metrics.json").read_bytes() == (whole / "metrics.json").read_bytes()
+
+
+SLOW_WRITE = """
+import os, sys, time
+from pathlib import Path
+from unpact.io import write_json
+from unpact.report import render_report
+
+real_fsync = os.fsync
+
+def stall(fd):  # killed while the target's bytes are on their way to disk (Linux: the fd's path)
+    if os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1].startswith("." + sys.argv[3] + "."):
+        print("writing", flush=True)
+        time.sleep(120)
+    real_fsync(fd)
+
+os.fsync = stall
+run = Path(sys.argv[1])
+render_report(run) if sys.argv[2] == "report" else write_json(run / "metrics.json", {"partial": True})
+"""
+
+
+@pytest.mark.parametrize("what, name", [("report", "report.html"), ("metrics", "metrics.json")])
+def test_sigkill_mid_write_leaves_the_previous_file_whole(small_run, tmp_path, what, name):
+    import shutil
+
+    from unpact.io import remove_partial_writes
+
+    _, whole = small_run
+    run = shutil.copytree(whole, tmp_path / "run")
+    before = (run / name).read_bytes()
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITE, str(run), what, name], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / name).read_bytes() == before  # readers only ever see the complete earlier file
+    partial = list(run.glob(f".{name}.*.tmp"))  # the partial bytes sit in a temporary file
+    assert len(partial) == 1
+    assert remove_partial_writes(run) == partial  # what `unpact run` clears when it starts again
+    assert main(["report", str(run)]) == 0 and (run / "report.html").stat().st_size > 0

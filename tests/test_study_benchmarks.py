@@ -55,3 +55,15 @@ def test_muse_and_mmlu_folders_run_through_the_study(tmp_path):
     # a split the benchmark lacks (utility) is a null accuracy, never NaN (invalid JSON)
     assert "NaN" not in (tmp_path / "run" / "metrics.json").read_text(encoding="utf-8")
     assert groups["muse-news"]["methods"]["GA_GDR"]["accuracy"]["utility"] is None
+    # MUSE's own numbers for the original, the gold and the unlearned model; none for MMLU
+    muse = groups["muse-news"]
+    for standard in (muse["base"]["standard"], muse["gold"]["standard"], muse["methods"]["GA_GDR"]["standard"]):
+        m = standard["muse"]
+        assert all(0 <= m[key] <= 1 for key in ("knowmem_forget", "knowmem_retain", "verbmem_forget"))
+        assert m["utility_preserved"] is None or m["utility_preserved"] >= 0
+    assert muse["base"]["standard"]["muse"]["utility_preserved"] in (1.0, None)  # None: nothing retained to keep
+    assert set(groups["mmlu-algebra"]["base"]["standard"]["muse"]) == {"privleak_min_k"}
+    base = json.loads((tmp_path / "run" / "groups" / "tiny__muse-news" / "base.json").read_text(encoding="utf-8"))
+    # the built-in model's 128-token context: every VerbMem prompt cut, generation budget half the context
+    assert base["muse"]["verbmem"]["max_new_tokens"] == 64 and base["muse"]["verbmem"]["prompts_cut"] == 100
+    assert len(base["muse"]["knowmem"]["forget"]) == 50 and len(base["muse"]["knowmem"]["retain"]) == 50

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,6 +23,13 @@ def _first_group(args):
     """The study config's first model × benchmark × seed, for commands that work on one model."""
     cfg = _study_config(args)
     return cfg.group(cfg.models[0], cfg.benchmarks[0], cfg.seeds[0])
+
+
+def _out_dir(flag: str, path: Path) -> Path:
+    """Refuse an output folder that is an existing file before any work, not after it."""
+    if path.exists() and not path.is_dir():
+        raise UnpactError(f"{flag} {path}: a file is in the way; pass a folder path")
+    return path
 
 
 def _reporter(args):
@@ -60,6 +69,11 @@ def cmd_attribute(args) -> None:
             raise UnpactError(f"{flag} {value!r} is not one of {', '.join(allowed)}")
     if args.steps < 1:
         raise UnpactError(f"--steps {args.steps}: integrated gradients needs at least 1 step")
+    if not 0 <= args.alpha < 1:
+        raise UnpactError(f"--alpha {args.alpha}: use a value in [0, 1), the share of the positive contribution "
+                          "a KeyToken must exceed")
+    if args.beta < 0:
+        raise UnpactError(f"--beta {args.beta}: use an integer ≥ 0, the positive-token count below which all are key")
     if not args.prompt.strip() or not args.answer.strip():
         raise UnpactError("--prompt and --answer must be non-empty")
     from .models import load_model, prompt_format
@@ -68,10 +82,16 @@ def cmd_attribute(args) -> None:
     from .scoring import Scorer
 
     def run(model_dir):
-        model, tok = load_model(model_dir, trust_remote_code=args.trust_remote_code)
+        model, tok = load_model(model_dir, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+        if args.baseline_id is not None and not 0 <= args.baseline_id < len(tok):
+            raise UnpactError(f"--baseline-id {args.baseline_id}: not a token id of {model_dir}'s tokenizer; "
+                              f"use 0 to {len(tok) - 1}, or leave it out for the pad token")
         scorer = Scorer(model, tok, prompt_format(tok))
-        (attr,) = attribute(scorer, [args.prompt], [args.answer], args.method, ablation=args.ablation,
-                            features=args.features, baseline_id=args.baseline_id, steps=args.steps)
+        try:
+            (attr,) = attribute(scorer, [args.prompt], [args.answer], args.method, ablation=args.ablation,
+                                features=args.features, baseline_id=args.baseline_id, steps=args.steps)
+        except UnpactError as e:  # e.g. past the context length: say which model's context
+            raise UnpactError(f"{model_dir}: {e}") from None
         return attr
 
     attrs = [run(args.model)] + ([run(args.compare)] if args.compare else [])
@@ -117,6 +137,8 @@ def _load_splits(model_dir: Path, data: Path | None):
     folder = data or (model_dir / "data")
     if data is None and not folder.is_dir():
         return builtin.generate()
+    if not folder.is_dir():
+        raise UnpactError(f"--data {folder}: folder not found; pass a folder holding forget.jsonl and retain.jsonl")
     return {s: load_items(folder / f"{s}.jsonl") for s in ("forget", "retain")}
 
 
@@ -130,7 +152,32 @@ def _hparams(pairs: list[str]) -> dict[str, float]:
             sep = ""
         if not sep or not name.strip():
             raise UnpactError(f"--set {pair!r}: expected NAME=NUMBER, e.g. --set alpha=2")
+        if not math.isfinite(out[name.strip()]):
+            raise UnpactError(f"--set {pair!r}: the value must be a finite number")
     return out
+
+
+def _check_training_flags(args) -> None:
+    if args.epochs < 1:
+        raise UnpactError(f"--epochs {args.epochs}: use at least 1 epoch")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UnpactError(f"--lr {args.lr}: use a positive learning rate, e.g. --lr 3e-4")
+    if args.lora_rank < 0:
+        raise UnpactError(f"--lora-rank {args.lora_rank}: use 0 (no LoRA) or a positive rank")
+
+
+def _check_context(splits, fmt, model, where: str) -> None:
+    """Every item must fit the model's context; training would otherwise run past the position range
+    (an error or, with rotary positions, silent garbage) long after loading."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not limit:
+        return
+    for split in ("forget", "retain"):
+        for it in splits[split]:
+            n = len(fmt.encode(it.question).ids) + len(fmt.encode_answer(it.answer, eos=True))
+            if n > limit:
+                raise UnpactError(f"{where}{split} item '{it.id}': question and answer are {n} tokens, past the "
+                                  f"model's context of {limit}; shorten the item or drop it")
 
 
 def cmd_unlearn(args) -> None:
@@ -140,8 +187,11 @@ def cmd_unlearn(args) -> None:
 
     hparams = _hparams(args.set or [])
     get_method(args.method, **hparams)  # fail on an unknown name or hyper-parameter before loading anything
+    _check_training_flags(args)
+    _out_dir("--out", args.out)
     splits = _load_splits(args.model, args.data)
-    model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+    _check_context(splits, prompt_format(tok), model, f"{args.data}: " if args.data else "")
     cfg = UnlearnConfig(method=args.method, epochs=args.epochs, lr=args.lr, seed=args.seed,
                         lora_rank=args.lora_rank, hparams=hparams)
     steps = cfg.epochs * -(-len(splits["forget"]) // cfg.batch_size)
@@ -156,11 +206,11 @@ def cmd_unlearn(args) -> None:
 
 
 def cmd_run(args) -> None:
+    cfg = _study_config(args)  # before the study stack is imported: a config error shows at once
     from .report.console import print_summary
     from .study import Grid
 
-    cfg = _study_config(args)
-    out = args.out or Path("runs") / cfg.name
+    out = _out_dir("--out", args.out or Path("runs") / cfg.name)
     grid = Grid(cfg, out, _reporter(args))
     if args.dry_run:
         status = grid.status()
@@ -182,7 +232,11 @@ def cmd_results(args) -> None:
     path = args.run / "metrics.json"
     if not path.is_file():
         raise UnpactError(f"{path} not found; point `unpact results` at a run directory made by `unpact run`")
-    frame = results_frame(read_json(path))
+    try:
+        metrics = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:  # hand-edited, or copied mid-write
+        raise UnpactError(f"{path}: not valid JSON ({e}); rerun `unpact run` on its config to rewrite it") from None
+    frame = results_frame(metrics)
     print_results(frame)
     for written in write_results(frame, args.csv or args.run / "results.csv",
                                  None if args.no_parquet else args.parquet or args.run / "results.parquet"):
@@ -200,7 +254,11 @@ def cmd_recover(args) -> None:
         from .config import validate
 
         validate(cfg)
+    _out_dir("--out", args.out)
     data = args.data or (args.original / "data")
+    if not data.is_dir():
+        raise UnpactError(f"{data}: data folder not found; pass --data, a folder holding forget.jsonl, "
+                          "retain.jsonl and utility.jsonl")
     splits = {s: load_items(data / f"{s}.jsonl") for s in SPLITS}
     unlearned = {}
     for spec in args.model:
@@ -246,6 +304,8 @@ def _run_options(s: argparse.ArgumentParser) -> None:
     """What `demo` and `run` share: both run a study config through `cmd_run`."""
     s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--allow-pickle", action="store_true",
+                   help="load a model folder that has only a pickle checkpoint (pytorch_model.bin), tensors only")
     s.set_defaults(func=cmd_run)
 
 
@@ -280,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true",
                    help='print [{"token", "contribution", "key"}] (default settings), else the full result as an object')
     s.add_argument("--trust-remote-code", action="store_true")
+    s.add_argument("--allow-pickle", action="store_true",
+                   help="load a model folder that has only a pickle checkpoint (pytorch_model.bin), tensors only")
     s.set_defaults(func=cmd_attribute)
 
     s = sub.add_parser("unlearn", help="unlearn the forget set from a model")
@@ -294,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (needs peft)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     s.add_argument("--trust-remote-code", action="store_true")
+    s.add_argument("--allow-pickle", action="store_true",
+                   help="load a model folder that has only a pickle checkpoint (pytorch_model.bin), tensors only")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_unlearn)
 
@@ -323,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(sampling,paraphrase,few_shot,quantize,relearn; default all)")
     s.add_argument("--out", type=Path, default=Path("runs/recover"))
     s.add_argument("--config", type=Path, help="study YAML whose recovery/attribution/evaluation sections to use")
+    s.add_argument("--allow-pickle", action="store_true",
+                   help="load a model folder that has only a pickle checkpoint (pytorch_model.bin), tensors only")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_recover)
 
@@ -350,13 +416,25 @@ def main(argv: list[str] | None = None) -> int:
         args.alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
         args.beta = DEFAULT_BETA if args.beta is None else args.beta
     try:
-        args.func(args)
+        if getattr(args, "allow_pickle", False):
+            from .models.loading import pickle_allowed
+
+            with pickle_allowed():  # the models a study or audit loads deep inside
+                args.func(args)
+        else:
+            args.func(args)
     except UnpactError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished stages are saved; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine, not the input: disk full, permissions, a vanished mount
+        where = f" ({e.filename})" if e.filename else ""
+        fix = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "fix the path or its permissions"
+        print(f"error: {e.strerror or e}{where}; {fix} and rerun the same command "
+              "(finished stages are kept and reused)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -6,6 +6,9 @@ Errors name the key path (``methods[1].lr``), the bad value and what is expected
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +19,7 @@ import yaml
 
 from .attribution import DEFAULT_ALPHA, DEFAULT_BETA
 from .data.rewrites import EMPHASIS_STYLES
-from .errors import UnpactError
+from .errors import UnpactError, did_you_mean
 from .evaluation import DEFAULT_DESTRUCTIVE_THRESHOLD, DEFAULT_RECOVERY_THRESHOLD, DEFAULT_ROUGE_THRESHOLD
 from .models.builtin import BuiltinModelConfig
 from .unlearn import METHODS, UnlearnConfig
@@ -69,6 +72,21 @@ class EvaluationConfig:
     gold_model: bool = True
 
 
+@dataclass
+class RawTextConfig:
+    """Unlearning from raw text (MUSE ``raw/``, WMDP corpora) instead of the forget/retain QA pairs:
+    the ``forget`` and ``retain`` corpora (files of the benchmark's raw folder, by name without suffix)
+    are cut into windows of ``chunk_tokens`` tokens. The first ``context_tokens`` of each window are
+    its prompt and the rest its target, and windows overlap by exactly the context, so every token
+    after a document's first ``context_tokens`` is a training target once. Evaluation and attacks
+    still use the benchmark's questions (MUSE's KnowMem, VerbMem)."""
+
+    forget: str = "forget"
+    retain: str = "retain1"
+    chunk_tokens: int = 128
+    context_tokens: int = 32
+
+
 def _default_methods() -> list[UnlearnConfig]:
     """The unPact paper's six methods and KeyNPO, tuned on the built-in model (see configs/demo.yaml)."""
     def m(method: str, lr: float, epochs: int, **hparams: float) -> UnlearnConfig:
@@ -92,6 +110,7 @@ class StudyConfig:
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    raw_text: RawTextConfig | None = None  # the benchmark's: unlearn from its raw corpora
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -127,6 +146,7 @@ class BenchmarkSpec:
     format: str = "jsonl"
     options: dict[str, Any] = field(default_factory=dict)
     forget_known: int = 0
+    raw_text: RawTextConfig | None = None  # unlearn from the benchmark's raw corpora, not its QA pairs
 
 
 OVERRIDE_KEYS = ("model", "benchmark", "method", "seed")
@@ -182,14 +202,25 @@ class GridConfig:
             methods = [self.method_for(m, model.name, benchmark.name, seed) for m in self.methods]
         return StudyConfig(seed=seed, batch_size=self.batch_size, data=benchmark.builtin or DataConfig(),
                            model=model.builtin or BuiltinModelConfig(), methods=methods,
-                           attribution=self.attribution, recovery=self.recovery, evaluation=self.evaluation)
+                           attribution=self.attribution, recovery=self.recovery, evaluation=self.evaluation,
+                           raw_text=benchmark.raw_text)
 
 
 # -- generic dataclass loading -------------------------------------------------------------------
 
 
+def _key(key: Any) -> str:
+    """A mapping key as it goes into a key path: as written, unless printing it would break the
+    message's one line (a newline or control character in a key) or hide it (an empty key)."""
+    return key if isinstance(key, str) and key and key.isprintable() else repr(key)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
+
+
+# PyYAML follows YAML 1.1, where `5e-4` is a string and only `5.0e-4` a float; people write the former.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _convert(value: Any, tp: Any, path: str) -> Any:
@@ -205,11 +236,15 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise UnpactError(f"config {path}: expected a mapping, got {value!r}")
         _, inner = typing.get_args(tp) or (str, Any)
-        return {str(k): _convert(v, inner, f"{path}.{k}") for k, v in value.items()}
+        return {str(k): _convert(v, inner, f"{path}.{_key(k)}") for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _convert(value, args[0], path)
+    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        value = float(value)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise UnpactError(f"config {path}: {value!r} is not a finite number; give a number")
         return float(value)
     if tp in (int, str, bool) and type(value) is tp:
         return value
@@ -226,7 +261,7 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
-            raise UnpactError(f"config {path + '.' if path else ''}{key}: unknown key; "
+            raise UnpactError(f"config {path + '.' if path else ''}{_key(key)}: unknown key{did_you_mean(key, names)}; "
                               f"known keys here: {', '.join(sorted(names))}")
     kwargs = {k: _convert(v, hints[k], f"{path + '.' if path else ''}{k}") for k, v in data.items()}
     return cls(**kwargs)
@@ -284,12 +319,17 @@ def _validate_methods(methods: list[UnlearnConfig], where: str = "methods") -> N
               f"{m.method} takes {', '.join(METHODS[m.method].defaults)}")
 
 
+def _folder_name(name: str) -> bool:
+    """Whether ``name`` may name a folder inside the run directory: never '.', '..', hidden or a path."""
+    return bool(name) and name[0].isalnum() and all(c.isalnum() or c in "-_." for c in name)
+
+
 def _unique_names(specs: list, where: str) -> None:
     _check(bool(specs), where, specs, "list at least one")
     seen = set()
     for i, spec in enumerate(specs):
-        _check(bool(spec.name) and all(c.isalnum() or c in "-_." for c in spec.name), f"{where}[{i}].name",
-               spec.name, "use letters, digits, '-', '_' or '.' (it names folders)")
+        _check(_folder_name(spec.name), f"{where}[{i}].name", spec.name,
+               "start with a letter or digit, then letters, digits, '-', '_' or '.' (it names folders)")
         _check(spec.name not in seen, f"{where}[{i}].name", spec.name, "each name once")
         seen.add(spec.name)
         _check((spec.builtin is None) != (spec.path is None), f"{where}[{i}]", spec.name,
@@ -298,15 +338,30 @@ def _unique_names(specs: list, where: str) -> None:
 
 def validate_grid(cfg: GridConfig) -> GridConfig:
     """Check the grid's axes and overrides, then every (model, benchmark, seed) group as a study."""
-    _check(bool(cfg.name) and all(c.isalnum() or c in "-_." for c in cfg.name), "name", cfg.name,
-           "use letters, digits, '-', '_' or '.'")
+    _check(_folder_name(cfg.name), "name", cfg.name,
+           "start with a letter or digit, then letters, digits, '-', '_' or '.' (it names runs/NAME)")
     _unique_names(cfg.models, "models")
     _unique_names(cfg.benchmarks, "benchmarks")
-    from .data.benchmarks import FORMATS
+    from .data.benchmarks import FORMATS, HUB_LAYOUTS
 
     for i, b in enumerate(cfg.benchmarks):
-        _check(b.format in FORMATS, f"benchmarks[{i}].format", b.format, f"choose from {', '.join(FORMATS)}")
+        _check(b.format in FORMATS, f"benchmarks[{i}].format", b.format,
+               f"choose from {', '.join(FORMATS)}{did_you_mean(b.format, FORMATS)}")
+        _check(b.path is not None or not b.options, f"benchmarks[{i}].options", b.options,
+               "options configure a path: benchmark's adapter; a builtin one takes none")
+        # checked here, not when the folder is read, so that the error names the key and comes at once
+        accepted = [p for p in inspect.signature(FORMATS[b.format]).parameters if p != "path"]
+        accepted += ["hub"] if b.format in HUB_LAYOUTS else []  # load_benchmark's own, passed through options
+        for key in b.options:
+            _check(key in accepted, f"benchmarks[{i}].options.{_key(key)}", key,
+                   f"format {b.format} takes {', '.join(accepted) or 'no options'}{did_you_mean(key, accepted)}")
         _check(b.forget_known >= 0, f"benchmarks[{i}].forget_known", b.forget_known, "use 0 (off) or a count")
+        if (r := b.raw_text) is not None:
+            _check(r.context_tokens >= 1, f"benchmarks[{i}].raw_text.context_tokens", r.context_tokens, "use ≥ 1")
+            _check(r.chunk_tokens > r.context_tokens, f"benchmarks[{i}].raw_text.chunk_tokens", r.chunk_tokens,
+                   f"use more than context_tokens ({r.context_tokens})")
+            _check(b.builtin is None, f"benchmarks[{i}].raw_text", b.name,
+                   "the built-in benchmark has no raw corpora; use raw_text with a MUSE or WMDP folder")
     _check(bool(cfg.seeds) and len(set(cfg.seeds)) == len(cfg.seeds), "seeds", cfg.seeds, "list distinct seeds")
     _validate_methods(cfg.methods)
     names = {"model": {m.name for m in cfg.models}, "benchmark": {b.name for b in cfg.benchmarks},
@@ -314,12 +369,16 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
     fields = {f.name for f in dataclasses.fields(UnlearnConfig)} - {"method", "seed"}
     for i, o in enumerate(cfg.overrides):
         for key, value in o.where.items():
-            _check(key in OVERRIDE_KEYS, f"overrides[{i}].where.{key}", key, f"match on {', '.join(OVERRIDE_KEYS)}")
-            _check(value in names[key], f"overrides[{i}].where.{key}", value,
+            _check(key in OVERRIDE_KEYS, f"overrides[{i}].where.{_key(key)}", key, f"match on {', '.join(OVERRIDE_KEYS)}")
+            # a list or mapping here is no name; `in` on a set would raise TypeError for it
+            _check(isinstance(value, typing.Hashable) and value in names[key], f"overrides[{i}].where.{key}", value,
                    f"no such {key} in the study; choose from {', '.join(map(str, sorted(names[key], key=str)))}")
         for key in o.set:
-            _check(key in fields, f"overrides[{i}].set.{key}", key, f"set one of {', '.join(sorted(fields))}")
-        from_dict(UnlearnConfig, dict(o.set), f"overrides[{i}].set")  # the values' types, as in a method
+            _check(key in fields, f"overrides[{i}].set.{_key(key)}", key, f"set one of {', '.join(sorted(fields))}")
+        converted = from_dict(UnlearnConfig, dict(o.set), f"overrides[{i}].set")  # the types, as in a method
+        # applied as parsed, so that a cell gets the types a method would: YAML 1.1's `lr: 5e-4` string
+        # becomes a float, and so do hparams (`hparams: {alpha: 5e-4}`, which `update` merges unconverted)
+        o.set.update({k: getattr(converted, k) for k in o.set})
     for model in cfg.models:
         for bench in cfg.benchmarks:
             for seed in cfg.seeds:
@@ -332,6 +391,26 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a repeated key, which plain YAML loading resolves by silently keeping the
+    last value (a second `methods:` block would replace the first without a word)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, typing.Hashable) and key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}; keep only one",
+                                                    key_node.start_mark)
+        if isinstance(key, typing.Hashable):
+            seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_config(path: str | Path | None) -> GridConfig:
     """Load a study YAML (None → the demo defaults), validated."""
     if path is None:
@@ -340,11 +419,15 @@ def load_config(path: str | Path | None) -> GridConfig:
     if not path.is_file():
         raise UnpactError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise UnpactError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        # a reader error (a control character) has no `problem`; its str goes on to a second line
+        problem = getattr(e, "problem", None) or next(iter(str(e).splitlines()), "")
+        raise UnpactError(f"{path}{where}: invalid YAML ({' '.join(str(problem).split())})") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise UnpactError(f"{path}: nested too deeply to read; flatten the YAML") from None
     except UnicodeDecodeError as e:
         raise UnpactError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     try:

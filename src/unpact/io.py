@@ -22,9 +22,23 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        # a failed write(2) names no file; the CLI's message must say which one (disk full, permissions)
+        raise OSError(e.errno, e.strerror, str(path)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Delete the temporary files `write_atomic` leaves when a process is killed mid-write (they are
+    never read: every reader opens the final name). Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp") if Path(folder).is_dir() else ():
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -40,17 +54,29 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def json_problem(e: ValueError | RecursionError) -> str:
+    """What is wrong with a JSON text that ``json.loads`` refused, in a few words. Besides syntax
+    errors it raises ValueError for an integer of over 4300 digits and RecursionError for nesting
+    deeper than the interpreter's stack; both would otherwise escape without naming the file."""
+    if isinstance(e, json.JSONDecodeError):
+        return e.msg
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return "a number too long to read"
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Read JSON Lines; a malformed line raises ValueError naming the file and line number."""
     rows = []
-    with open(path, encoding="utf-8") as f:
+    # utf-8-sig: editors on Windows start files with a byte-order mark, which json.loads refuses
+    with open(path, encoding="utf-8-sig") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            except (ValueError, RecursionError) as e:
+                raise ValueError(f"{path}:{n}: invalid JSON ({json_problem(e)})") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)

@@ -136,6 +136,28 @@ class Scorer:
             raise UnpactError(f"{what} is {n} tokens, past the model's context of {self.max_length}; "
                               "shorten the question or answer")
 
+    def _non_finite(self, batch: Packed, lp_t: torch.Tensor, idx: list[int]) -> Exception:
+        """The error for a batch whose answer log-probs hold NaN or ±inf (only built on that path)."""
+        from .errors import UnpactError
+
+        bad = (~torch.isfinite(lp_t) & (batch.answer_mask > 0)).any(1).nonzero().flatten().tolist()
+        items = sorted(idx[r] for r in bad)
+        named = ", ".join(f"#{i}" for i in items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+        dtype = next(self.model.parameters()).dtype
+        what = (f"answer log-probs are NaN or infinite for item{'s' if len(items) > 1 else ''} {named} "
+                f"(model dtype {str(dtype).removeprefix('torch.')})")
+        if dtype == torch.float16:
+            # float16 tops out at 65504: an overflow shows as inf in the logits (the log-softmax then
+            # turns it into NaN or -inf), so look at the logits themselves
+            T = batch.answer_ids.shape[1]
+            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                position_ids=batch.position_ids, logits_to_keep=T + 1, use_cache=False).logits
+            if bool(torch.isinf(logits).any() or torch.isinf(lp_t).any()):
+                return UnpactError(f"{what}: float16 overflowed (the logits hold inf); load and score the model "
+                                   "in bfloat16 or float32")
+        return UnpactError(f"{what}; check the model weights for NaN/inf, or score in float32 or bfloat16 "
+                           "if the model runs in a lower precision")
+
     @torch.no_grad()
     def score_ids(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
                   hidden: Sequence[Sequence[int]] | None = None, distribution: bool = False) -> Scores:
@@ -144,6 +166,8 @@ class Scorer:
         ``hidden``: optional per-sequence prompt positions masked out of attention (see `pack`).
         ``distribution``: also the mean/std of log p under each answer position's full distribution
         (one [B, T, V] log-softmax per batch, so only where needed).
+        A NaN or infinite answer log-prob (broken weights, float16 overflow) raises UnpactError naming
+        the items (indices into ``prompts``) and the model's dtype.
         """
         lengths = [len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
         for i, n in enumerate(lengths):
@@ -167,6 +191,9 @@ class Scorer:
                     stats = (m.cpu().numpy(), s.cpu().numpy())
                 else:
                     lp_t = answer_token_logprobs(self.model, batch)
+                # one reduction per batch; positions outside the answers are masked, not checked
+                if not bool((torch.isfinite(lp_t) | (batch.answer_mask == 0)).all()):
+                    raise self._non_finite(batch, lp_t, idx)
                 lp = lp_t.cpu().numpy()
                 T = lp.shape[1]
                 for row, i in enumerate(idx):
@@ -185,8 +212,9 @@ class Scorer:
                               [self.fmt.encode_answer(a) for a in answers])
 
     @torch.no_grad()
-    def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None) -> list[str]:
-        """Greedy continuations of prompt ids, cut at the end of the answer line."""
+    def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None,
+                     raw: bool = False) -> list[str]:
+        """Greedy continuations of prompt ids, cut at the end of the answer line (``raw``: uncut)."""
         max_new = max_new_tokens or self.max_new_tokens
         outputs: list[str] = [""] * len(prompts)
         was_training = self.model.training
@@ -203,7 +231,7 @@ class Scorer:
                 new = gen[:, batch.input_ids.shape[1]:]
                 for row, i in enumerate(idx):
                     text = self.tokenizer.decode(new[row], skip_special_tokens=True)
-                    outputs[i] = self.fmt.clean_generation(text)
+                    outputs[i] = text if raw else self.fmt.clean_generation(text)
         finally:
             self.model.train(was_training)
         return outputs

@@ -11,16 +11,20 @@ import numpy as np
 DEFAULT_ROUGE_THRESHOLD = 0.75
 
 
-@lru_cache(maxsize=1)
-def _scorer():
+@lru_cache(maxsize=2)
+def _scorer(stem: bool = False):
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem)
 
 
-def rouge_l_recall(prediction: str, gold: str) -> float:
-    """ROUGE-L recall: the share of gold tokens covered by the longest common subsequence."""
-    return float(_scorer().score(gold, prediction)["rougeL"].recall)
+def rouge_l_recall(prediction: str, gold: str, stem: bool = False) -> float:
+    """ROUGE-L recall: the share of gold tokens covered by the longest common subsequence.
+
+    ``stem``: compare Porter stems ("runs" = "running"), as TOFU's published ROUGE numbers do;
+    unpact's correctness rule and MUSE compare the words as written.
+    """
+    return float(_scorer(stem).score(gold, prediction)["rougeL"].recall)
 
 
 def is_correct(prediction: str, gold: str, threshold: float = DEFAULT_ROUGE_THRESHOLD) -> bool:

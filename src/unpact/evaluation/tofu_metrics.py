@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 from scipy.stats import ks_2samp
 
 from ..errors import UnpactError
+from .correctness import rouge_l_recall
 from .mia import _same_length, _token_lps
 
 Answers = Sequence[ArrayLike]  # N answers, each a [T_i] array of token log-probs
@@ -129,3 +130,12 @@ def model_utility(values: Mapping[str, float]) -> float:
             raise UnpactError(f"model_utility: value {name!r} must be a finite number >= 0, got {v!r}")
     arr = np.array(list(values.values()), np.float64)
     return 0.0 if np.any(arr == 0) else float(arr.size / np.sum(1 / arr))
+
+
+def tofu_rouge_l(predictions: Sequence[str], golds: Sequence[str]) -> float:
+    """TOFU's ROUGE score: mean ROUGE-L recall of greedy answers against the gold answers, on Porter
+    stems (TOFU's evaluate_util.py builds its scorer with ``use_stemmer=True``); [N], [N] → [0, 1]."""
+    _same_length(predictions, golds, "tofu_rouge_l: predictions and golds")
+    if not predictions:
+        raise UnpactError("tofu_rouge_l: no answers given")
+    return float(np.mean([rouge_l_recall(p, g, stem=True) for p, g in zip(predictions, golds, strict=True)]))

@@ -48,6 +48,7 @@ class PlainFormat:
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         self.tokenizer = tokenizer
         self._bos = leading_special_ids(tokenizer)
+        self.text_bos = list(self._bos)  # kept by ChatFormat: documents start as the tokenizer starts them
         self._prefix = self._tok(self.prefix)
         self._suffix = self._tok(self.suffix)
 
@@ -79,6 +80,11 @@ class PlainFormat:
         if eos and self.tokenizer.eos_token_id is not None:
             ids = ids + [self.tokenizer.eos_token_id]
         return ids
+
+    def encode_text(self, text: str) -> list[int]:
+        """Plain text as a document, without the question template: the tokenizer's BOS (if it adds
+        one) and the text (MUSE's VerbMem and KnowMem prompts, raw-text unlearning)."""
+        return self.text_bos + self._tok(text)
 
     def render(self, question: str, answer: str = "") -> str:
         """The prompt as text (for records and reports)."""

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import BenchmarkSpec, GridConfig, ModelSpec
-from ..data import SPLITS, Item, builtin
-from ..data.benchmarks import load_benchmark
+from ..data import SPLITS, builtin
+from ..data.benchmarks import Benchmark, load_benchmark
 from ..errors import UnpactError
-from ..io import read_json, read_jsonl, write_json, write_jsonl
+from ..io import read_json, read_jsonl, remove_partial_writes, write_json, write_jsonl
 from ..models.builtin import prepared_info
 from ..models.registry import model_path, resolve_model
 from ..report import render_report
@@ -93,14 +93,20 @@ class Grid:
             study.gold_dir = self._group_dir(cell) / "gold"
         return study
 
-    def _splits(self, bench: BenchmarkSpec) -> dict[str, list[Item]]:
+    def _benchmark(self, bench: BenchmarkSpec) -> Benchmark:
         if bench.builtin is not None:
             d = bench.builtin
-            return builtin.generate(seed=d.seed, n_entities=d.n_entities, forget_fraction=d.forget_fraction)
+            return Benchmark(bench.name, builtin.generate(seed=d.seed, n_entities=d.n_entities,
+                                                          forget_fraction=d.forget_fraction))
         try:
-            return load_benchmark(bench.format, bench.path, name=bench.name, **bench.options).splits
+            loaded = load_benchmark(bench.format, bench.path, name=bench.name, **bench.options)
         except UnpactError as e:
             raise UnpactError(f"benchmark {bench.name}: {e}") from None
+        for name in (bench.raw_text.forget, bench.raw_text.retain) if bench.raw_text else ():
+            if not loaded.raw.get(name):  # before any model is trained
+                raise UnpactError(f"benchmark {bench.name}: no raw corpus '{name}' (it has: "
+                                  f"{', '.join(sorted(loaded.raw)) or 'none'}); name one of those in raw_text")
+        return loaded
 
     def _model_current(self, study: Study, cell: Cell) -> bool:
         """Whether the group's original model is ready as the settings ask (no training needed)."""
@@ -119,12 +125,13 @@ class Grid:
         for cell in self.cells():
             study = self._study(cell)
             if cell.group not in groups:
-                study.splits = self._splits(cell.benchmark)
+                study.bench = self._benchmark(cell.benchmark)
+                study.splits = study.bench.splits
                 n = cell.benchmark.forget_known
                 ready = self._model_current(study, cell) and (
                     not n or study.forget_known(n, self.cfg.seeds[0], compute=False))
-                groups[cell.group] = (study.splits, study.base_key() if ready else None)
-            study.splits, base_key = groups[cell.group]
+                groups[cell.group] = (study.bench, study.splits, study.base_key() if ready else None)
+            study.bench, study.splits, base_key = groups[cell.group]
             path = self.out / "cells" / cell.id / "metrics.json"
             done = (base_key is not None and path.is_file()
                     and read_json(path).get("key") == study.method_key(cell.index, base_key))
@@ -134,6 +141,7 @@ class Grid:
     def run(self) -> dict:
         """Every unfinished cell, then metrics.json, records.jsonl and report.html over all cells."""
         self.out.mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(self.out)  # left by a run killed mid-write; never read, so only clutter
         write_json(self.out / "config.json", self.cfg.to_dict())
         previous = read_json(self.out / "manifest.json") if (self.out / "manifest.json").is_file() else None
         write_json(self.out / "manifest.json", manifest(self.cfg.seeds, previous=previous))
@@ -151,7 +159,7 @@ class Grid:
                     groups[cell.group] = self._prepare_group(cell, timings)
                 study, base = groups[cell.group]["study"], groups[cell.group]["base"]
                 cell_study = self._study(cell)
-                cell_study.splits, cell_study.gold = study.splits, study.gold
+                cell_study.bench, cell_study.splits, cell_study.gold = study.bench, study.splits, study.gold
                 t0 = time.perf_counter()
                 finished[cell.id], reused = self._run_cell(cell_study, cell, base)
                 if not reused:
@@ -173,7 +181,7 @@ class Grid:
         self.ui.info(f"[bold]{cell.model.name} × {cell.benchmark.name}[/bold]")
         if cell.model.path:
             resolve_model(cell.model.path)  # a known model by name: converted from its wheel once
-        info = study.prepare(self._splits(cell.benchmark), train=cell.model.builtin is not None)
+        info = study.prepare(self._benchmark(cell.benchmark), train=cell.model.builtin is not None)
         if cell.benchmark.forget_known:
             study.forget_known(cell.benchmark.forget_known, seed=self.cfg.seeds[0])
         if "train_seconds" in info:

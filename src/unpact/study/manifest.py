@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -52,11 +53,37 @@ def host() -> dict:
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu}
 
 
+SECRET_NAME = re.compile(r"key|token|secret|passw|credential|auth", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+REDACTED = "<redacted>"
+
+
+def redact(argv: list[str], environ: dict[str, str] | None = None) -> list[str]:
+    """The command line with secrets replaced by ``<redacted>``: the value of any option whose name
+    looks secret (``--api-key X``, ``--token=X``), credentials in URLs (``http://user:pw@host``), and
+    any text equal to the value of a secret-looking environment variable (``OPENAI_API_KEY``…), since
+    a user may paste a key anywhere on the line."""
+    environ = os.environ if environ is None else environ
+    secrets = sorted({v for k, v in environ.items() if SECRET_NAME.search(k) and len(v) >= 8}, key=len, reverse=True)
+    out, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            arg, hide_next = REDACTED, False
+        elif arg.startswith("-") and SECRET_NAME.search(arg.split("=", 1)[0]):
+            arg, hide_next = (arg.split("=", 1)[0] + "=" + REDACTED, False) if "=" in arg else (arg, True)
+        arg = _URL_USERINFO.sub(REDACTED + "@", arg)
+        for value in secrets:
+            arg = arg.replace(value, REDACTED)
+        out.append(arg)
+    return out
+
+
 def manifest(seeds: list[int], argv: list[str] | None = None, previous: dict | None = None) -> dict:
     """This invocation's manifest; ``previous`` (the run directory's last one) keeps the history of
-    starts, so a resumed run shows every invocation that contributed to it."""
+    starts, so a resumed run shows every invocation that contributed to it. The command line is
+    recorded with secrets redacted (`redact`)."""
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    entry = {"started": now, "argv": list(sys.argv if argv is None else argv), "git": git_revision()}
+    entry = {"started": now, "argv": redact(list(sys.argv if argv is None else argv)), "git": git_revision()}
     history = (previous or {}).get("history", []) + [entry]
     return {"seeds": seeds, "packages": package_versions(), "git": entry["git"], "host": host(),
             "started": now, "history": history}

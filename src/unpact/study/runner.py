@@ -30,6 +30,8 @@ from ..attribution import (
 )
 from ..config import StudyConfig
 from ..data import SPLITS, Item, builtin
+from ..data.benchmarks import Benchmark
+from ..data.chunks import TextChunk, chunk_texts
 from ..data.rewrites import heuristic_keywords
 from ..errors import UnpactError
 from ..evaluation import (
@@ -60,10 +62,10 @@ from ..report import render_report
 from ..scoring import Scorer
 from ..unlearn import unlearn
 from .progress import Reporter
-from .standard import standard_metrics, tofu_raw_splits
+from .standard import muse_raw, standard_metrics, tofu_raw_splits
 
 # Bumped whenever base.json/result.json gain or change fields, so older cached stages are recomputed.
-RESULT_SCHEMA = 6
+RESULT_SCHEMA = 7
 
 
 def _digest(obj) -> str:
@@ -82,17 +84,19 @@ class Study:
         self.gold: dict | None = None
         self.ui = reporter or Reporter(quiet=True)
         self.splits: dict[str, list[Item]] = {}
+        self.bench: Benchmark | None = None  # what else the benchmark brings: MUSE's ICL, VerbMem, raw text
         self.model_dir = Path(model_dir) if model_dir else self.out / "model"  # the original model
 
     # -- stages --------------------------------------------------------------------------------
 
-    def prepare(self, splits: dict[str, list[Item]] | None = None, train: bool = True) -> dict:
-        """Write the benchmark (``splits``, or the generated built-in one) into ``out/data`` and
+    def prepare(self, bench: Benchmark | None = None, train: bool = True) -> dict:
+        """Write the benchmark's items (``bench``, or the generated built-in one) into ``out/data`` and
         prepare (or reuse) the built-in model in ``model_dir``; ``train=False`` uses ``model_dir`` as
         given (a pretrained model). Returns the model's info (parameters, accuracy, train seconds)."""
         d = self.cfg.data
-        self.splits = splits or builtin.generate(seed=d.seed, n_entities=d.n_entities,
-                                                 forget_fraction=d.forget_fraction)
+        self.bench = bench or Benchmark("builtin", builtin.generate(seed=d.seed, n_entities=d.n_entities,
+                                                                    forget_fraction=d.forget_fraction))
+        self.splits = self.bench.splits
         builtin.save(self.splits, self.out / "data")
         if not train:
             return {"path": str(self.model_dir)}
@@ -135,12 +139,44 @@ class Study:
         model, tok = load_model(self.gold_dir, trust_remote_code=self.trust_remote_code)
         scorer = self._scorer(model, tok)
         self.gold = {"key": key, "answers": self._answers(scorer), "tofu": tofu_raw_splits(scorer, self.splits),
-                     "mia_auc": self._membership(scorer)}
+                     "mia_auc": self._membership(scorer), "muse": self._muse(scorer)}
         write_json(path, self.gold)
         return self.gold
 
     def _scorer(self, model, tokenizer) -> Scorer:
         return Scorer(model, tokenizer, prompt_format(tokenizer), batch_size=self.cfg.batch_size)
+
+    def _muse(self, scorer: Scorer) -> dict | None:
+        """MUSE's KnowMem and VerbMem generations, where the benchmark has ICL examples or VerbMem pairs."""
+        b = self.bench
+        return muse_raw(scorer, self.splits, b.icl, b.verbmem) if b and (b.icl or b.verbmem) else None
+
+    def _extras(self) -> list:
+        """The benchmark's evaluation material besides the splits (MUSE's ICL examples and VerbMem)."""
+        b = self.bench
+        return [] if b is None or not (b.icl or b.verbmem) else [[it.to_dict() for it in b.icl], b.verbmem]
+
+    def training_sets(self, fmt) -> tuple[list, list]:
+        """What the methods unlearn and keep: the forget and retain items, or with ``raw_text`` the
+        windows of the benchmark's raw forget and retain corpora (`chunk_texts`)."""
+        r = self.cfg.raw_text
+        if r is None:
+            return self.splits["forget"], self.splits["retain"]
+        corpora = self.bench.raw if self.bench else {}
+
+        def windows(name: str) -> list[TextChunk]:
+            if not corpora.get(name):
+                raise UnpactError(f"raw_text: the benchmark has no raw corpus '{name}' (it has: "
+                                  f"{', '.join(sorted(corpora)) or 'none'}); name one of those in raw_text.forget/retain")
+            return chunk_texts(fmt.encode_text, corpora[name], name, r.chunk_tokens, r.context_tokens)
+
+        return windows(r.forget), windows(r.retain)
+
+    def _raw_digest(self) -> str | None:
+        r = self.cfg.raw_text
+        if r is None or self.bench is None:
+            return None
+        return _digest([r, self.bench.raw.get(r.forget), self.bench.raw.get(r.retain)])
 
     def _answers(self, scorer: Scorer) -> dict[str, dict]:
         """Greedy answers and correctness per split: {split: {"answers": [...], "correct": [...]}}."""
@@ -179,7 +215,8 @@ class Study:
     def base_key(self) -> str:
         """What the original model's answers and attributions depend on: settings, items, model files."""
         return _digest([self.cfg.attribution, self.cfg.evaluation, str(self.model_dir.resolve()),
-                        self._model_files(), [[it.to_dict() for it in self.splits[s]] for s in SPLITS]])
+                        self._model_files(), [[it.to_dict() for it in self.splits[s]] for s in SPLITS],
+                        self._extras()])
 
     def forget_known(self, n: int, seed: int, compute: bool = True) -> bool:
         """Re-split the forget and retain items: ``n`` forget items drawn (seeded) from those the
@@ -217,7 +254,7 @@ class Study:
     def method_key(self, index: int, base_key: str) -> str:
         """What one method's result depends on: the base, its settings, the attacks and the seed."""
         return _digest([base_key, asdict(self.cfg.methods[index]), self.cfg.recovery, self.cfg.evaluation,
-                        self.cfg.seed, self.gold_key()])
+                        self.cfg.seed, self.gold_key(), self._raw_digest()])
 
     def base(self) -> dict:
         """Original model: answers on every split and attributions (oracle KeyTokens) on every item."""
@@ -242,7 +279,7 @@ class Study:
                          for s, r in roles.items()}
         result = {"key": key, "answers": answers, "attributions": attributions, "answer_tokens": answer_tokens,
                   "attribution_quality": quality, "mia_auc": self._membership(scorer),
-                  "tofu": tofu_raw_splits(scorer, self.splits)}
+                  "tofu": tofu_raw_splits(scorer, self.splits), "muse": self._muse(scorer)}
         write_json(path, result)
         return result
 
@@ -302,7 +339,7 @@ class Study:
             shutil.rmtree(folder / "checkpoint", ignore_errors=True)
         write_atomic(marker, key)
         model, tok = load_model(self.model_dir, trust_remote_code=self.trust_remote_code)
-        forget, retain = self.splits["forget"], self.splits["retain"]
+        forget, retain = self.training_sets(prompt_format(tok))
         steps = mcfg.epochs * -(-len(forget) // mcfg.batch_size)
         with self.ui.bar(f"{mcfg.method}: unlearning (steps)", steps) as bar:
             model, train_logs = unlearn(model, tok, prompt_format(tok), forget, retain, mcfg, bar,
@@ -332,7 +369,8 @@ class Study:
             bar(4, 4)
         result = {"key": key, "method": name, "train": train_logs, "answers": answers,
                   "attributions": attributions, "attacks": attacks, "baselines": baselines,
-                  "mia_auc": self._membership(scorer), "tofu": tofu_raw_splits(scorer, self.splits)}
+                  "mia_auc": self._membership(scorer), "tofu": tofu_raw_splits(scorer, self.splits),
+                  "muse": self._muse(scorer)}
         write_json(folder / "result.json", result)
         return result
 
@@ -465,7 +503,8 @@ class Study:
             "recovery_rate": recovery, "recovery_ci95": interval, "recovery_excess": excess,
             "rewrite_control": control,
             "mia_auc": res.get("mia_auc"),
-            "standard": standard_metrics(res["tofu"], res["answers"], self.splits, res.get("mia_auc"), self.gold),
+            "standard": standard_metrics(res["tofu"], res["answers"], self.splits, res.get("mia_auc"), self.gold,
+                                         res.get("muse"), base.get("muse")),
             "destructive_rate": destructive,
             "destructive_rate_by_split": {s: destructive_rate(cb[s], ca[s]) for s in ("retain", "utility")},
             "accuracy": {s: _accuracy(ca[s]) for s in SPLITS},
@@ -551,12 +590,12 @@ class Study:
             "base": {"accuracy": {s: _accuracy(base["answers"][s]["correct"]) for s in SPLITS},
                      "mia_auc": base.get("mia_auc"),
                      "standard": standard_metrics(base["tofu"], base["answers"], self.splits, base.get("mia_auc"),
-                                                  self.gold)},
+                                                  self.gold, base.get("muse"), base.get("muse"))},
             "gold": None if self.gold is None else {
                 "mia_auc": self.gold["mia_auc"],
                 "accuracy": {s: _accuracy(self.gold["answers"][s]["correct"]) for s in SPLITS},
                 "standard": standard_metrics(self.gold["tofu"], self.gold["answers"], self.splits,
-                                             self.gold["mia_auc"], self.gold)},
+                                             self.gold["mia_auc"], self.gold, self.gold.get("muse"), base.get("muse"))},
             "thresholds": {"recovery": self.cfg.evaluation.recovery_threshold,
                            "destructive": self.cfg.evaluation.destructive_threshold,
                            "rouge": self.cfg.evaluation.rouge_threshold},

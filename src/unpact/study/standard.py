@@ -15,17 +15,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import Item
-from ..evaluation.correctness import rouge_l_recall
-from ..evaluation.muse_metrics import privleak
+from ..data.benchmarks.muse import knowmem_answer, knowmem_prompt, knowmem_shots
+from ..evaluation.muse_metrics import knowmem, privleak, utility_preserved, verbmem
 from ..evaluation.tofu_metrics import (
     forget_quality,
     model_utility,
     tofu_probability,
+    tofu_rouge_l,
     truth_ratio,
     truth_ratio_closer_to_1,
     truth_ratio_true_better,
 )
 from ..scoring import Scorer
+
+# MUSE's generation budgets (muse_bench eval.py): KnowMem answers and VerbMem continuations.
+KNOWMEM_MAX_NEW_TOKENS = 32
+VERBMEM_MAX_NEW_TOKENS = 128
 
 
 def tofu_raw(scorer: Scorer, items: list[Item], with_perturbed_probability: bool) -> dict:
@@ -54,16 +59,79 @@ def tofu_raw_splits(scorer: Scorer, splits: dict[str, list[Item]]) -> dict:
             for s in ("forget", "retain", "utility") if splits.get(s)}
 
 
+def muse_raw(scorer: Scorer, splits: dict[str, list[Item]], icl: list[Item],
+             pairs: list[tuple[str, str]]) -> dict:
+    """MUSE's KnowMem answers (forget and retain questions after the ICL demonstrations) and VerbMem
+    continuations (of each forget-text prompt), greedy and without the chat template, as MUSE runs them.
+
+    A model whose context is shorter than MUSE's prompts (the built-in one) gets what fits: KnowMem
+    drops demonstrations from the front, VerbMem keeps the prompt's last tokens and generates at most
+    half the context; both counts are recorded. The VerbMem reference is the true continuation cut to
+    the generation budget in tokens, as MUSE cuts it.
+    """
+    fmt, out = scorer.fmt, {}
+    context = scorer.max_length or 1 << 30
+    if icl:
+        out["knowmem"], out["knowmem_shots"] = {}, {}
+        for split in ("forget", "retain"):
+            shots, prompts = knowmem_shots(icl, split), []
+            used = len(shots)
+            for it in splits.get(split, []):
+                k = len(shots)
+                ids = fmt.encode_text(knowmem_prompt(shots, it.question))
+                while k and len(ids) + KNOWMEM_MAX_NEW_TOKENS > context:
+                    k -= 1
+                    ids = fmt.encode_text(knowmem_prompt(shots[len(shots) - k:], it.question))
+                prompts.append(ids)
+                used = min(used, k)
+            texts = scorer.generate_ids(prompts, KNOWMEM_MAX_NEW_TOKENS, raw=True) if prompts else []
+            out["knowmem"][split] = [knowmem_answer(t) for t in texts]
+            out["knowmem_shots"][split] = used
+    if pairs:
+        budget = min(VERBMEM_MAX_NEW_TOKENS, context // 2)
+        room = context - budget - len(fmt.text_bos)
+        prompts, references, cut = [], [], 0
+        for prompt, truth in pairs:
+            ids = fmt.encode_text(prompt)
+            if len(ids) > context - budget:
+                ids, cut = fmt.text_bos + ids[len(ids) - room:], cut + 1
+            prompts.append(ids)
+            references.append(fmt.tokenizer.decode(fmt.encode_text(truth)[len(fmt.text_bos):][:budget]))
+        out["verbmem"] = {"continuations": scorer.generate_ids(prompts, budget, raw=True), "references": references,
+                          "max_new_tokens": budget, "prompts_cut": cut}
+    return out
+
+
 def _rouge(answers: list[str], items: list[Item]) -> float | None:
-    return float(np.mean([rouge_l_recall(a, it.answer) for a, it in zip(answers, items, strict=True)])) if items else None
+    return tofu_rouge_l(answers, [it.answer for it in items]) if items else None
+
+
+def _muse(raw: dict | None, splits: dict[str, list[Item]], original: dict | None) -> dict:
+    """VerbMem on forget, KnowMem on forget and retain, and utility preserved (retain KnowMem over the
+    original model's), from `muse_raw` output; {} without MUSE material."""
+    out: dict = {}
+    if not raw:
+        return out
+    if "knowmem" in raw:
+        for split in ("forget", "retain"):
+            if splits.get(split):
+                out[f"knowmem_{split}"] = knowmem(raw["knowmem"][split], [it.answer for it in splits[split]])
+        before = ((original or {}).get("knowmem") or {}).get("retain")
+        if "knowmem_retain" in out and before is not None:
+            ref = knowmem(before, [it.answer for it in splits["retain"]])
+            out["utility_preserved"] = utility_preserved(out["knowmem_retain"], ref) if ref > 0 else None
+    if "verbmem" in raw:
+        out["verbmem_forget"] = verbmem(raw["verbmem"]["continuations"], raw["verbmem"]["references"])
+    return out
 
 
 def standard_metrics(raw: dict, answers: dict, splits: dict[str, list[Item]], mia: dict | None,
-                     gold: dict | None) -> dict:
+                     gold: dict | None, muse: dict | None = None, original_muse: dict | None = None) -> dict:
     """TOFU and MUSE numbers of one model from its stored raw material.
 
     ``raw``: `tofu_raw_splits`; ``answers``: {split: {"answers": [...]}} (greedy); ``mia``: the model's
-    membership AUCs; ``gold``: the gold model's {"tofu": raw, "mia_auc": ...} or None.
+    membership AUCs; ``gold``: the gold model's {"tofu": raw, "mia_auc": ...} or None; ``muse`` and
+    ``original_muse``: `muse_raw` of this model and of the original one (for utility preserved).
     """
     tofu: dict = {}
     utility_parts = {}
@@ -81,4 +149,4 @@ def standard_metrics(raw: dict, answers: dict, splits: dict[str, list[Item]], mi
     tofu["model_utility"] = model_utility(utility_parts) if utility_parts else None
     gold_auc = ((gold or {}).get("mia_auc") or {}).get("min_k")
     leak = privleak(mia["min_k"], gold_auc) if mia and gold_auc is not None and gold_auc < 1 else None
-    return {"tofu": tofu, "muse": {"privleak_min_k": leak}}
+    return {"tofu": tofu, "muse": {"privleak_min_k": leak, **_muse(muse, splits, original_muse)}}

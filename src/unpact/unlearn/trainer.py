@@ -3,7 +3,8 @@
 Each step pairs a forget batch with a retain batch and takes an AdamW step on the method's loss. The
 whole batch schedule is drawn from the seed up front, so a run resumed from a checkpoint (weights and
 optimiser state in safetensors, written atomically) continues exactly where it stopped. A non-finite
-loss stops the run, naming the step and the items, and leaves the last good checkpoint in place.
+loss or gradient stops the run before the step, naming the step and the items, and leaves the last good
+checkpoint in place.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..data import Item
+from ..data.chunks import TextChunk
 from ..errors import UnpactError
 from ..io import write_json
 from ..scoring import pack
@@ -70,25 +72,41 @@ def schedule(n_forget: int, n_retain: int, cfg: UnlearnConfig) -> list[tuple[lis
     return steps
 
 
-class _Data:
-    """Token ids of every forget/retain item (and refusal targets), packed on demand."""
+Example = Item | TextChunk
 
-    def __init__(self, fmt, forget: list[Item], retain: list[Item], pad_id: int, device, seed: int, refusal: bool,
-                 blank: bool = False):
-        enc = lambda items, answers: [(fmt.encode(it.question).ids, fmt.encode_answer(a, eos=True))  # noqa: E731
-                                      for it, a in zip(items, answers, strict=True)]
-        self.pairs = {"forget": enc(forget, [it.answer for it in forget]),
-                      "retain": enc(retain, [it.answer for it in retain])}
+
+def _prompt(fmt, ex: Example) -> list[int]:
+    return list(ex.prompt_ids) if isinstance(ex, TextChunk) else fmt.encode(ex.question).ids
+
+
+def _target(fmt, ex: Example) -> list[int]:
+    return list(ex.target_ids) if isinstance(ex, TextChunk) else fmt.encode_answer(ex.answer, eos=True)
+
+
+def _blank_prompt(fmt, ex: Example) -> list[int]:
+    """The prompt with what conditions the answer deleted: a question's text (template kept), or a
+    text window's whole context (the document start stays, so the target is not predicted from nothing)."""
+    if isinstance(ex, TextChunk):
+        return fmt.text_bos or [fmt.tokenizer.eos_token_id]
+    enc = fmt.encode(ex.question)
+    return enc.ids[:enc.span[0]] + enc.ids[enc.span[1]:]
+
+
+class _Data:
+    """Token ids of every forget/retain example (and refusal targets), packed on demand. Examples are
+    QA items or raw-text windows (`TextChunk`); a window's context plays the question."""
+
+    def __init__(self, fmt, forget: list[Example], retain: list[Example], pad_id: int, device, seed: int,
+                 refusal: bool, blank: bool = False):
+        self.pairs = {"forget": [(_prompt(fmt, ex), _target(fmt, ex)) for ex in forget],
+                      "retain": [(_prompt(fmt, ex), _target(fmt, ex)) for ex in retain]}
         if refusal:
             rng = random.Random(seed)
-            self.pairs["forget_alt"] = enc(forget, [rng.choice(refusals()) for _ in forget])
-        if blank:  # the forget prompts with the whole question deleted (template kept)
-            def without_question(item: Item) -> list[int]:
-                enc = fmt.encode(item.question)
-                return enc.ids[:enc.span[0]] + enc.ids[enc.span[1]:]
-
-            self.pairs["forget_blank"] = [(without_question(it), a)
-                                          for it, (_, a) in zip(forget, self.pairs["forget"], strict=True)]
+            self.pairs["forget_alt"] = [(p, fmt.encode_answer(rng.choice(refusals()), eos=True))
+                                        for p, _ in self.pairs["forget"]]
+        if blank:
+            self.pairs["forget_blank"] = [(_blank_prompt(fmt, ex), a)
+                                          for ex, (_, a) in zip(forget, self.pairs["forget"], strict=True)]
         self.pad_id, self.device = pad_id, device
 
     def packed(self, which: str, idx: list[int]):
@@ -171,10 +189,12 @@ def _wrap_lora(model, rank: int):
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear"))
 
 
-def unlearn(model, tokenizer, fmt, forget: list[Item], retain: list[Item], cfg: UnlearnConfig,
+def unlearn(model, tokenizer, fmt, forget: list[Example], retain: list[Example], cfg: UnlearnConfig,
             progress: Callable[[int, int, dict], None] | None = None,
             checkpoint_dir: str | Path | None = None, resume: bool = False):
     """Unlearn ``forget`` from ``model`` while keeping ``retain``; returns (model, training logs).
+
+    Examples are QA items or raw-text windows (`unpact.data.chunks.chunk_texts`), for every method.
 
     The model is changed in place (with LoRA, the adapters are merged into it at the end).
     ``progress(step, total_steps, logs)`` is called after every step. With ``checkpoint_dir``, a
@@ -214,12 +234,15 @@ def unlearn(model, tokenizer, fmt, forget: list[Item], retain: list[Item], cfg: 
                              data.packed("forget_alt", f_idx) if method.needs_refusals else None)
         opt.zero_grad(set_to_none=True)
         loss, parts = _backward(method, train_model, batch, data, r_idx, cfg)
-        if not math.isfinite(loss):
+        # a finite loss can still have a NaN gradient (0 * inf in the backward pass); stepping on it would
+        # write NaN weights, and the next checkpoint would save them as the "last good" one
+        norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
             ids = ", ".join(forget[j].id for j in f_idx[:3])
             kept = f"; the last good checkpoint is in {ckpt}" if ckpt and ckpt.is_dir() else ""
-            raise UnpactError(f"{cfg.method}: loss became {loss} at step {step} (forget items {ids}, ...); "
+            raise UnpactError(f"{cfg.method}: {what} at step {step} (forget items {ids}, ...); "
                               f"lower the learning rate or the number of epochs{kept}")
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         history.append({"loss": loss, **parts})
         if ckpt and (step % every == 0 or step == len(steps)):

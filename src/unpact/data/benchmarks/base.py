@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import UnpactError
-from ...io import read_jsonl
+from ...io import json_problem, read_jsonl
 from .. import SPLITS
 from ..schema import Item, item_from_dict
 
@@ -42,7 +42,7 @@ def read_records(path: Path) -> list:
     if not path.is_file():
         raise UnpactError(f"{path}: file not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark would hide a leading "["
     except UnicodeDecodeError:
         raise UnpactError(f"{path}: not UTF-8 text; re-encode the file as UTF-8") from None
     if not text.lstrip().startswith("["):
@@ -54,6 +54,8 @@ def read_records(path: Path) -> list:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise UnpactError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); fix the file") from None
+    except (ValueError, RecursionError) as e:
+        raise UnpactError(f"{path}: invalid JSON ({json_problem(e)}); fix the file") from None
 
 
 def to_item(row, where: str, split: str, id: str | None = None, fields: dict[str, str] | None = None) -> Item:
@@ -92,7 +94,10 @@ def read_texts(folder: Path) -> dict[str, list[str]]:
     texts: dict[str, list[str]] = {}
     for path in sorted(folder.glob("*")) if folder.is_dir() else []:
         if path.suffix == ".txt":
-            texts[path.stem] = [path.read_text(encoding="utf-8")]
+            try:
+                texts[path.stem] = [path.read_text(encoding="utf-8-sig")]
+            except UnicodeDecodeError as e:
+                raise UnpactError(f"{path}: not UTF-8 text (byte {e.start}); re-encode the file as UTF-8") from None
         elif path.suffix in (".json", ".jsonl"):
             rows = [r.get("text") if isinstance(r, dict) else r for r in read_records(path)]
             for n, text in enumerate(rows, 1):
@@ -109,9 +114,9 @@ def check(bench: Benchmark) -> Benchmark:
     for name, items in [*bench.splits.items(), ("icl", bench.icl)]:
         for it in items:
             if it.split != name:
-                raise UnpactError(f"{bench.source}: item '{it.id}' says split '{it.split}' but sits in '{name}'")
+                raise UnpactError(f"{bench.source}: item {it.id!r} says split {it.split!r} but sits in '{name}'")
             if it.id in seen:
-                raise UnpactError(f"{bench.source}: duplicate id '{it.id}' in {seen[it.id]} and {name}; "
+                raise UnpactError(f"{bench.source}: duplicate id {it.id!r} in {seen[it.id]} and {name}; "
                                   "give each file or config one role only")
             seen[it.id] = name
     missing = [s for s in SPLITS if s not in bench.splits]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..schema import Item, load_items
+from ..schema import Item, items_from_rows
 from .base import Benchmark, read_records, require, to_item
 
 
@@ -26,6 +26,7 @@ def load_jsonl(path: Path) -> Benchmark:
 def _items(path: Path, split: str) -> list[Item]:
     rows = read_records(path)
     if all(isinstance(row, dict) and "id" in row for row in rows):
-        return [replace(it, split=split) for it in load_items(path)]  # the schema's own checks and messages
+        # the schema's own checks and messages, on the rows already read: read_records also takes a JSON list
+        return [replace(it, split=split) for it in items_from_rows(rows, path)]
     return [to_item({"id": f"{split}-{n:04d}", **row} if isinstance(row, dict) else row, f"{path}:{n}", split)
             for n, row in enumerate(rows, 1)]

@@ -67,9 +67,12 @@ def read_pools(path: Path, prefix: str) -> Pools:
     for split, folder in (dirs or {"test": path}).items():
         for file in sorted(f for f in folder.glob("*") if f.suffix in readers):
             name = file.stem.removesuffix(f"_{split}")
+            n = 0
             for n, (where, question, choices, answer, subject) in enumerate(readers[file.suffix](file), 1):
                 item = _item(where, question, choices, answer, subject or name, f"{prefix}-{split}-{name}-{n:04d}")
                 pools.setdefault(split, {}).setdefault(item.entity, []).append(item)
+            if n == 0:  # else its split silently vanishes and the error blames the options instead
+                raise UnpactError(f"{file}: no questions; the file is empty, fill it or remove it")
     if not pools:
         raise UnpactError(f"{path}: no multiple-choice files; expected dev/, val/ or test/ holding "
                           "<subject>_<split>.csv (MMLU) or <config>.json in the hub form")
@@ -99,7 +102,7 @@ def _select(pools: Pools, specs: dict[str, Spec], path: Path) -> dict[str, list[
 
 def _item(where: str, question, choices: list, answer: int, subject: str, id: str) -> Item:
     if not isinstance(question, str) or not question.strip():
-        raise UnpactError(f"{where}: 'question' must be a non-empty string")
+        raise UnpactError(f"{where}: 'question' must be a non-empty string; fill it in or drop the row")
     text = "\n".join([question.rstrip(), *(f"{letter}. {c}" for letter, c in zip(LETTERS, choices, strict=True))])
     wrong = [letter for letter in LETTERS if letter != LETTERS[answer]]
     return item_from_dict({"id": id, "question": text, "answer": LETTERS[answer], "perturbed_answers": wrong,
@@ -107,7 +110,7 @@ def _item(where: str, question, choices: list, answer: int, subject: str, id: st
 
 
 def _csv_rows(path: Path) -> Iterator[Row]:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # Excel writes a byte-order mark
         reader, line = csv.reader(f), 1
         try:
             for row in reader:

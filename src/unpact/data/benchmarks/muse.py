@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import UnpactError
+from ..schema import Item
 from .base import Benchmark, load_rows, read_records, read_texts, require
 
 FIELDS = {"question": "question", "answer": "answer"}
@@ -49,6 +50,28 @@ def _verbmem(path: Path) -> list[tuple[str, str]]:
     for n, row in enumerate(read_records(path), 1):
         prompt, gt = (row.get("prompt"), row.get("gt")) if isinstance(row, dict) else (None, None)
         if not (isinstance(prompt, str) and isinstance(gt, str) and prompt.strip() and gt.strip()):
-            raise UnpactError(f"{path}:{n}: expected an object with non-empty 'prompt' and 'gt' strings")
+            has = ", ".join(row) if isinstance(row, dict) else type(row).__name__
+            raise UnpactError(f"{path}:{n}: expected an object with non-empty 'prompt' and 'gt' strings "
+                              f"(this row has: {has or 'nothing'}); fix or drop the row")
         pairs.append((prompt, gt))
     return pairs
+
+
+def knowmem_shots(icl: list[Item], split: str) -> list[Item]:
+    """MUSE's demonstrations for ``split``'s questions: ``forget_qa_icl`` before forget questions,
+    ``retain_qa_icl`` before retain ones; all ICL examples where the split's own file is absent."""
+    own = [it for it in icl if it.id.startswith(f"muse-{split}_qa_icl-")]
+    return own or list(icl)
+
+
+def knowmem_prompt(shots: list[Item], question: str) -> str:
+    """MUSE's KnowMem prompt: each demonstration as ``Question: …\\nAnswer: …`` followed by a blank line,
+    then the question and ``Answer: `` for the model to continue (plain text, no chat template)."""
+    demos = "".join(f"Question: {s.question}\nAnswer: {s.answer}\n\n" for s in shots)
+    return f"{demos}Question: {question}\nAnswer: "
+
+
+def knowmem_answer(generation: str) -> str:
+    """The answer in a KnowMem continuation: up to the first blank line or the next ``Question:``,
+    where a model that goes on writes the next demonstration."""
+    return generation.split("\n\n", 1)[0].split("Question:", 1)[0].strip()
