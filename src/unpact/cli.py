@@ -300,12 +300,16 @@ def cmd_methods(args) -> None:
         print(f"{name:11s} {cls.description}  [{defaults}]  ({cls.reference})")
 
 
+def _allow_pickle(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--allow-pickle", action="store_true",
+                   help="load a model folder that has only a pickle checkpoint (pytorch_model.bin), tensors only")
+
+
 def _run_options(s: argparse.ArgumentParser) -> None:
     """What `demo` and `run` share: both run a study config through `cmd_run`."""
     s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.add_argument("--allow-pickle", action="store_true",
-                   help="load a model folder that has only a pickle checkpoint (pytorch_model.bin), tensors only")
+    _allow_pickle(s)
     s.set_defaults(func=cmd_run)
 
 
@@ -340,8 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true",
                    help='print [{"token", "contribution", "key"}] (default settings), else the full result as an object')
     s.add_argument("--trust-remote-code", action="store_true")
-    s.add_argument("--allow-pickle", action="store_true",
-                   help="load a model folder that has only a pickle checkpoint (pytorch_model.bin), tensors only")
+    _allow_pickle(s)
     s.set_defaults(func=cmd_attribute)
 
     s = sub.add_parser("unlearn", help="unlearn the forget set from a model")
@@ -356,8 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (needs peft)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     s.add_argument("--trust-remote-code", action="store_true")
-    s.add_argument("--allow-pickle", action="store_true",
-                   help="load a model folder that has only a pickle checkpoint (pytorch_model.bin), tensors only")
+    _allow_pickle(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_unlearn)
 
@@ -387,8 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(sampling,paraphrase,few_shot,quantize,relearn; default all)")
     s.add_argument("--out", type=Path, default=Path("runs/recover"))
     s.add_argument("--config", type=Path, help="study YAML whose recovery/attribution/evaluation sections to use")
-    s.add_argument("--allow-pickle", action="store_true",
-                   help="load a model folder that has only a pickle checkpoint (pytorch_model.bin), tensors only")
+    _allow_pickle(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_recover)
 
