@@ -12,6 +12,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHES = {
     "attribution": ["bench_attribution.py", "--out", str(HERE / "results" / "attribution.json")],
+    "scoring": ["bench_scoring.py", "--out", str(HERE / "results" / "scoring.json")],
     "memory": ["bench_memory.py", "--out", str(HERE / "results" / "memory.json")],
 }
 

@@ -5,10 +5,16 @@
 Attribution, evaluation, recovery and the unlearning losses all go through `answer_token_logprobs`.
 Sequences are left-padded so every answer ends at the last position; the model then computes logits
 only for the last ``T_max + 1`` positions (``logits_to_keep``), not for the whole prompt.
+
+`Scorer.score_with_prefixes` scores sequences that share a prefix with a "base" prompt (the ablations
+of leave-one-out attribution share everything before the first ablated token with the intact prompt):
+the bases' key/value caches are computed once, and each sequence runs only from its first differing
+token on, attending to its base's cached prefix.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,12 +92,89 @@ def answer_log_softmax(model: torch.nn.Module, batch: Packed,
     Rows where ``answer_mask`` is 0 hold distributions at prompt/pad positions; mask them out.
     ``inputs_embeds``: see `answer_token_logprobs`.
     """
-    T = batch.answer_ids.shape[1]
     ids = {"input_ids": batch.input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
-    out = model(**ids, attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids, logits_to_keep=T + 1, use_cache=False)
+    return _answer_log_softmax(model, batch.answer_ids.shape[1], **ids, attention_mask=batch.attention_mask,
+                               position_ids=batch.position_ids, use_cache=False)
+
+
+def _answer_log_softmax(model: torch.nn.Module, T: int, **forward) -> torch.Tensor:
+    """[B, T, V] log-distributions at the last T + 1 positions but one (answers end at the last position)."""
+    out = model(**forward, logits_to_keep=T + 1)
     logits = out.logits[:, -(T + 1):-1, :].float()  # position t predicts token t+1
     return torch.log_softmax(logits, dim=-1)
+
+
+def _cache_layout(model: torch.nn.Module, max_len: int) -> bool | None:
+    """Whether `_prefixed_batch` can run ``model`` on layouts (cache + suffix) of up to ``max_len`` slots.
+
+    None: it cannot (no ``cache`` argument, a cache other than plain or sliding-window key/value layers,
+    or a sliding window the layout reaches: the window is applied by slot index, which runs ahead of
+    the true position where a row's prefix is shorter than the cache region). Otherwise whether the
+    cache must be built from the model config (True: it declares its layer types).
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    if "cache" not in inspect.signature(model.forward).parameters:
+        return None
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception:  # a config transformers cannot read layer types from: no reuse, plain scoring
+        return None
+    for layer in layers:
+        if type(layer) is DynamicSlidingWindowLayer and max_len < layer.sliding_window:
+            continue
+        if type(layer) is not DynamicLayer:
+            return None
+    return bool(layers)
+
+
+def _prefix_kv(model: torch.nn.Module, bases: Sequence[Sequence[int]], pad_id: int, with_config: bool,
+               device: torch.device) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """Keys/values of ``bases``, left-padded to a common length L.
+
+    Returns per layer (K, V), each [nb * L, heads, d] (base-major, so one ``index_select`` gathers any
+    rows' positions), and L: position t of base j sits at row j * L + (L - len(base j)) + t.
+    """
+    from transformers import DynamicCache
+
+    batch = pack(bases, [[] for _ in bases], pad_id).to(device)
+    cache = DynamicCache(config=model.config) if with_config else DynamicCache()
+    model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+          cache=cache, use_cache=True, logits_to_keep=1)
+    L = batch.input_ids.shape[1]
+    return [tuple(x.transpose(1, 2).reshape(len(bases) * L, x.shape[1], x.shape[3]) for x in (layer.keys, layer.values))
+            for layer in cache.layers], L
+
+
+def _prefixed_batch(model: torch.nn.Module, batch: Packed, kv: list[tuple[torch.Tensor, torch.Tensor]],
+                    start: torch.Tensor, shared: torch.Tensor, with_config: bool) -> torch.Tensor:
+    """Answer log-probs [B, T] of sequences that continue cached prefixes.
+
+    ``batch`` [B, S] holds each sequence from its first recomputed token on (left-padded, position ids
+    already the full sequence's); row b continues the first ``shared[b]`` tokens of a base whose
+    keys/values sit in ``kv`` (per layer [rows, heads, d], see `_prefix_kv`) from row ``start[b]`` on.
+    The cache is laid out as [B, heads, C, d] with C = max(shared) and slots ≥ shared[b] masked out,
+    then the suffix follows: the causal mask (by index) lets every suffix token see the whole cache
+    region, and the padding mask keeps exactly row b's own prefix in it.
+    """
+    from transformers import DynamicCache
+
+    B, C = len(shared), int(shared.max())
+    mask = batch.attention_mask
+    cache = None
+    if C > 0:
+        t = torch.arange(C, device=shared.device)
+        # masked slots still read a real cached position: pad positions of the base batch may hold
+        # non-finite values, and 0 · NaN would leak through the softmax-weighted sum
+        rows = (start[:, None] + torch.minimum(t[None, :], (shared - 1).clamp(min=0)[:, None])).flatten()
+        layers = [tuple(x.index_select(0, rows).view(B, C, *x.shape[1:]).transpose(1, 2) for x in layer)
+                  for layer in kv]  # [B, heads, C, d]
+        cache = DynamicCache(layers, config=model.config) if with_config else DynamicCache(layers)
+        mask = torch.cat([(t[None, :] < shared[:, None]).to(mask.dtype), mask], dim=1)  # [B, C + S]
+    logp = _answer_log_softmax(model, batch.answer_ids.shape[1], input_ids=batch.input_ids, attention_mask=mask,
+                               position_ids=batch.position_ids, cache=cache, use_cache=cache is not None)
+    return logp.gather(-1, batch.answer_ids.unsqueeze(-1)).squeeze(-1) * batch.answer_mask
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -194,17 +277,98 @@ class Scorer:
                 # one reduction per batch; positions outside the answers are masked, not checked
                 if not bool((torch.isfinite(lp_t) | (batch.answer_mask == 0)).all()):
                     raise self._non_finite(batch, lp_t, idx)
-                lp = lp_t.cpu().numpy()
-                T = lp.shape[1]
-                for row, i in enumerate(idx):
-                    keep = slice(T - len(answers[i]), T)
-                    per_token[i] = lp[row, keep].astype(np.float64)
-                    if distribution:
-                        mu[i], sigma[i] = (x[row, keep].astype(np.float64) for x in stats)
+                self._store(lp_t, idx, answers, per_token, *((stats, (mu, sigma)) if distribution else ()))
         finally:
             self.model.train(was_training)
         mean = np.array([t.mean() if t.size else np.nan for t in per_token])
         return Scores(mean, per_token, mu if distribution else None, sigma if distribution else None)
+
+    @torch.no_grad()
+    def score_with_prefixes(self, bases: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
+                            answers: Sequence[Sequence[int]], base_of: Sequence[int], shared: Sequence[int],
+                            hidden: Sequence[Sequence[int]] | None = None) -> Scores:
+        """`score_ids` for prompts that share a prefix with a base prompt, computing each prefix once.
+
+        bases: [nb] prompt id lists; prompts, answers: [N]; base_of: [N] index into ``bases``;
+        shared: [N] how many leading tokens prompt i has in common with its base — same ids, same
+        positions — so its keys/values there are the base's. ``hidden`` as in `score_ids`; a hidden
+        position must not lie in the shared prefix (hiding changes nothing before it, but the cache
+        holds the unmasked prefix). Returns the same `Scores` as ``score_ids(prompts, answers, hidden)``
+        (equal up to float rounding).
+
+        The bases' keys/values are computed in left-padded batches of ``batch_size`` bases; their
+        sequences are then scored in batches of ``batch_size``, bucketed by the length of the part after
+        the shared prefix, which is all that runs through the model. Models whose cache cannot be laid
+        out this way (see `_cache_layout`) are scored by `score_ids`.
+        """
+        n = len(prompts)
+        if not (len(answers) == len(base_of) == len(shared) == n) or (hidden is not None and len(hidden) != n):
+            raise ValueError("prompts, answers, base_of, shared (and hidden) need one entry per sequence")
+        lengths = [len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
+        for i, m in enumerate(lengths):
+            self._check_length(m, f"prompt+answer #{i}")
+        if not n:
+            return Scores(np.array([]), [])
+        # cache region ≤ the longest base, suffix ≤ the longest sequence
+        with_config = _cache_layout(self.model, max(len(b) for b in bases) + max(lengths) if bases else 0)
+        if with_config is None:
+            return self.score_ids(prompts, answers, hidden)
+        # the last prompt token's output predicts the first answer token, so it is always recomputed
+        keep = [max(0, min(shared[i], len(prompts[i]) - 1, len(bases[base_of[i]]))) for i in range(n)]
+        for i in range(n):
+            if list(prompts[i][:keep[i]]) != list(bases[base_of[i]][:keep[i]]):
+                raise ValueError(f"prompt #{i} does not start with the first {keep[i]} tokens of base #{base_of[i]}")
+            if hidden is not None and any(h < keep[i] for h in hidden[i]):
+                raise ValueError(f"prompt #{i} hides a position inside its shared prefix of {keep[i]} tokens")
+        per_token: list[np.ndarray] = [np.empty(0)] * n
+        items_of: list[list[int]] = [[] for _ in bases]
+        for i in range(n):
+            items_of[base_of[i]].append(i)
+        used = sorted((b for b in range(len(bases)) if items_of[b]), key=lambda b: -len(bases[b]))
+        device = self.device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for c in range(0, len(used), self.batch_size):
+                chunk = used[c:c + self.batch_size]
+                kv, L = _prefix_kv(self.model, [bases[b] for b in chunk], self.pad_id, with_config, device)
+                start_of = {b: r * L + L - len(bases[b]) for r, b in enumerate(chunk)}
+                items = [i for b in chunk for i in items_of[b]]
+                for bucket in length_buckets([lengths[i] - keep[i] for i in items], self.batch_size):
+                    idx = [items[j] for j in bucket]
+                    hide = None if hidden is None else [[h - keep[i] for h in hidden[i]] for i in idx]
+                    batch = pack([prompts[i][keep[i]:] for i in idx], [answers[i] for i in idx], self.pad_id,
+                                 hide).to(device)
+                    k = torch.tensor([keep[i] for i in idx], device=device)
+                    batch.position_ids += k[:, None]
+                    start = torch.tensor([start_of[base_of[i]] for i in idx], device=device)
+                    lp_t = _prefixed_batch(self.model, batch, kv, start, k, with_config)
+                    if not bool((torch.isfinite(lp_t) | (batch.answer_mask == 0)).all()):
+                        # the plain path raises the diagnosed error (broken weights, float16 overflow)
+                        # naming the items by their indices here; only this failing path pays for it
+                        self.score_ids(prompts, answers, hidden)
+                        from .errors import UnpactError
+
+                        raise UnpactError(f"answer log-probs are NaN or infinite for items {sorted(idx)[:5]} with "
+                                          "a cached prefix but not without one; score them with score_ids "
+                                          "(prefix_reuse=False in attribution)")
+                    self._store(lp_t, idx, answers, per_token)
+        finally:
+            self.model.train(was_training)
+        return Scores(np.array([t.mean() if t.size else np.nan for t in per_token]), per_token)
+
+    @staticmethod
+    def _store(lp_t: torch.Tensor, idx: list[int], answers: Sequence[Sequence[int]],
+               per_token: list[np.ndarray], stats: tuple[np.ndarray, ...] = (),
+               into: tuple[list[np.ndarray], ...] = ()) -> None:
+        """Cut each row of a batch's [B, T] answer log-probs (and [B, T] ``stats``) to its own answer."""
+        lp = lp_t.cpu().numpy()
+        T = lp.shape[1]
+        for row, i in enumerate(idx):
+            keep = slice(T - len(answers[i]), T)
+            per_token[i] = lp[row, keep].astype(np.float64)
+            for x, out in zip(stats, into, strict=True):
+                out[i] = x[row, keep].astype(np.float64)
 
     def score(self, questions: Sequence[str], answers: Sequence[str]) -> Scores:
         """LP(x, y) for question/answer strings under the prompt format."""

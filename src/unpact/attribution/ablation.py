@@ -12,7 +12,10 @@ are not attributed). Three ways to take f out of the prompt (``ablation``):
   its original position id (see `unpact.scoring.pack`).
 
 The ablations of every prompt, and the prompts of a whole list, go through the scorer as one list of
-sequences, so batching and length bucketing happen once for all of them.
+sequences, so batching and length bucketing happen once for all of them. Each ablated prompt starts
+with the intact prompt's tokens up to the feature's first token — same ids, same positions — so by
+default (``prefix_reuse``) the intact prompts' key/value caches are computed once and every ablation
+runs only from its first changed token on.
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def loo_attributions(scorer: Scorer, questions: Sequence[str], answers: Sequence
                      ablation: str = "delete", features: str = "tokens",
                      spans: Sequence[Sequence[tuple[int, int]] | None] | None = None,
                      baseline_id: int | None = None, target: str = "mean",
-                     per_answer_token: bool = False) -> list[Attribution]:
+                     per_answer_token: bool = False, prefix_reuse: bool = True) -> list[Attribution]:
     """Leave-one-feature-out attributions of every (question, answer) pair, scored in one batched call.
 
     ablation: "delete" | "replace" | "mask" (module docstring); features: "tokens" | "words";
@@ -138,7 +141,11 @@ def loo_attributions(scorer: Scorer, questions: Sequence[str], answers: Sequence
     ``features`` (overrides ``features`` where given); baseline_id: the replacement token of
     ``replace`` (default: the scorer's pad id); target: "mean" (LP, the unPact quantity) or "sum" (the
     summed answer log-prob, captum's quantity); per_answer_token: also keep the [n, T] matrix of
-    contributions to every answer token's log-prob.
+    contributions to every answer token's log-prob; prefix_reuse: compute the key/values of each
+    prompt once and run every ablation only from its first ablated token on (`Scorer.score_with_prefixes`:
+    the tokens before it keep their ids and positions under all three ablations); the scores equal the
+    plain path's up to float rounding (1e-5 in float32), it is only faster, the more so the later in a
+    long prompt the features sit.
 
     With the defaults the result is exactly the original delete-one-token attribution.
     """
@@ -150,7 +157,7 @@ def loo_attributions(scorer: Scorer, questions: Sequence[str], answers: Sequence
     fmt = scorer.fmt
     baseline = scorer.pad_id if baseline_id is None else int(baseline_id)
     encoded = [fmt.encode(q) for q in questions]
-    feats, prompts, answer_ids, hidden = [], [], [], []
+    feats, prompts, answer_ids, hidden, base_of, shared = [], [], [], [], [], []
     for k, (enc, answer) in enumerate(zip(encoded, answers, strict=True)):
         f = make_features(features, questions[k], fmt.question_offsets(questions[k]),
                           fmt.token_strings(enc.question_ids), None if spans is None else spans[k])
@@ -160,7 +167,14 @@ def loo_attributions(scorer: Scorer, questions: Sequence[str], answers: Sequence
         prompts += [v[0] for v in variants]
         hidden += [v[1] for v in variants]
         answer_ids += [a] * len(variants)
-    scores = scorer.score_ids(prompts, answer_ids, hidden if ablation == "mask" else None)
+        base_of += [k] * len(variants)
+        # ablating f leaves every token before its first one as it was (ids and positions)
+        shared += [len(enc.ids)] + [enc.span[0] + min(g, default=len(enc.question_ids)) for g in f.groups]
+    hide = hidden if ablation == "mask" else None
+    if prefix_reuse:
+        scores = scorer.score_with_prefixes([enc.ids for enc in encoded], prompts, answer_ids, base_of, shared, hide)
+    else:
+        scores = scorer.score_ids(prompts, answer_ids, hide)
     per_token = scores.per_token
     value = scores.mean if target == "mean" else np.array([t.sum() for t in per_token])
     results, start = [], 0
