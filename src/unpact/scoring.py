@@ -177,6 +177,12 @@ def _prefixed_batch(model: torch.nn.Module, batch: Packed, kv: list[tuple[torch.
     return logp.gather(-1, batch.answer_ids.unsqueeze(-1)).squeeze(-1) * batch.answer_mask
 
 
+def _answers_finite(lp_t: torch.Tensor, batch: Packed) -> bool:
+    """Whether every answer position's log-prob in [B, T] ``lp_t`` is finite (padding is not checked);
+    one reduction per batch."""
+    return bool((torch.isfinite(lp_t) | (batch.answer_mask == 0)).all())
+
+
 def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding), longest first."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -275,7 +281,7 @@ class Scorer:
                 else:
                     lp_t = answer_token_logprobs(self.model, batch)
                 # one reduction per batch; positions outside the answers are masked, not checked
-                if not bool((torch.isfinite(lp_t) | (batch.answer_mask == 0)).all()):
+                if not _answers_finite(lp_t, batch):
                     raise self._non_finite(batch, lp_t, idx)
                 self._store(lp_t, idx, answers, per_token, *((stats, (mu, sigma)) if distribution else ()))
         finally:
@@ -343,7 +349,7 @@ class Scorer:
                     batch.position_ids += k[:, None]
                     start = torch.tensor([start_of[base_of[i]] for i in idx], device=device)
                     lp_t = _prefixed_batch(self.model, batch, kv, start, k, with_config)
-                    if not bool((torch.isfinite(lp_t) | (batch.answer_mask == 0)).all()):
+                    if not _answers_finite(lp_t, batch):
                         # the plain path raises the diagnosed error (broken weights, float16 overflow)
                         # naming the items by their indices here; only this failing path pays for it
                         self.score_ids(prompts, answers, hidden)
