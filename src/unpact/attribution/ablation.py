@@ -156,6 +156,9 @@ def loo_attributions(scorer: Scorer, questions: Sequence[str], answers: Sequence
         raise UnpactError(f"{len(spans)} span lists for {len(questions)} questions: give one per question (or None)")
     fmt = scorer.fmt
     baseline = scorer.pad_id if baseline_id is None else int(baseline_id)
+    if ablation == "replace" and baseline is None:
+        raise UnpactError("the replace ablation needs a baseline token id and this model has no pad token; "
+                          "pass baseline_id (--baseline-id) or use the delete ablation")
     encoded = [fmt.encode(q) for q in questions]
     feats, prompts, answer_ids, hidden, base_of, shared = [], [], [], [], [], []
     for k, (enc, answer) in enumerate(zip(encoded, answers, strict=True)):

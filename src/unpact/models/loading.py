@@ -163,3 +163,14 @@ def _load_tokenizer(path: Path, trust_remote_code: bool):
     except Exception as e:  # the Rust tokenizers library raises bare Exception on a malformed tokenizer.json
         raise UnpactError(f"{path}: cannot load the tokenizer ({_first_line(e)}); re-save it with "
                           "tokenizer.save_pretrained(DIR)") from None
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    """The tokenizer alone of a model folder or known model (e.g. to describe a served model's template)."""
+    from .registry import KNOWN, resolve_model
+
+    path = resolve_model(path)
+    if not path.is_dir() or not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise UnpactError(f"{path}: no model folder with tokenizer files here; give a model folder or a known model "
+                          f"({', '.join(KNOWN)}) for --template")
+    return _load_tokenizer(path, trust_remote_code)

@@ -46,6 +46,8 @@ from ..evaluation.mia import loss_score, mia_auc, min_k_plus_plus_score, min_k_s
 from ..io import read_json, write_atomic, write_json, write_jsonl
 from ..models import load_model, prompt_format
 from ..models.builtin import prepare_builtin
+from ..models.client import is_served
+from ..models.registry import resolve_model
 from ..recovery import (
     any_correct,
     few_shot_questions,
@@ -76,16 +78,20 @@ class Study:
     """One run directory and the state shared by its stages."""
 
     def __init__(self, cfg: StudyConfig, out: str | Path, reporter: Reporter | None = None,
-                 model_dir: str | Path | None = None, trust_remote_code: bool = False):
+                 model_dir: str | Path | None = None, trust_remote_code: bool = False, served: dict | None = None):
         self.cfg, self.out = cfg, Path(out)
         self.trust_remote_code = trust_remote_code  # only when the study config asks, per model
+        # How to reach served models (http(s) URLs in place of model folders): `served_scorer` options,
+        # e.g. the local tokenizer whose template describes them. Only audits take URLs.
+        self.served = served or {}
         # The retrained gold model (never saw the forget set), when there is one; see `prepare_gold`.
         self.gold_dir: Path | None = None
         self.gold: dict | None = None
         self.ui = reporter or Reporter(quiet=True)
         self.splits: dict[str, list[Item]] = {}
         self.bench: Benchmark | None = None  # what else the benchmark brings: MUSE's ICL, VerbMem, raw text
-        self.model_dir = Path(model_dir) if model_dir else self.out / "model"  # the original model
+        # the original model: a folder, or a URL (kept as a string: Path would fold its "//")
+        self.model_dir = model_dir if is_served(model_dir) else Path(model_dir) if model_dir else self.out / "model"
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -142,6 +148,15 @@ class Study:
                      "mia_auc": self._membership(scorer), "muse": self._muse(scorer)}
         write_json(path, self.gold)
         return self.gold
+
+    def open(self, ref: str | Path):
+        """A scorer for a model folder or a served model's URL (`unpact.models.served`)."""
+        if is_served(ref):
+            from ..models.served import served_scorer
+
+            return served_scorer(str(ref), **self.served)
+        model, tok = load_model(ref, trust_remote_code=self.trust_remote_code)
+        return self._scorer(model, tok)
 
     def _scorer(self, model, tokenizer) -> Scorer:
         return Scorer(model, tokenizer, prompt_format(tokenizer), batch_size=self.cfg.batch_size)
@@ -207,14 +222,19 @@ class Study:
                          "key": key, "keywords": keyword_words(attr, key)})
         return rows
 
-    def _model_files(self, folder: Path | None = None) -> list:
-        """(name, size, modification time) of a model's files: a retrained model changes them."""
-        return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in (folder or self.model_dir).glob("*")
+    def _model_files(self, folder: str | Path | None = None) -> list:
+        """(name, size, modification time) of a model's files: a retrained model changes them
+        (nothing for a served model: what is behind a URL cannot be seen, only its address)."""
+        folder = folder or self.model_dir
+        if is_served(folder):
+            return []
+        folder = resolve_model(folder)
+        return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*")
                       if p.is_file() and p.suffix in (".safetensors", ".json"))
 
     def base_key(self) -> str:
         """What the original model's answers and attributions depend on: settings, items, model files."""
-        return _digest([self.cfg.attribution, self.cfg.evaluation, str(self.model_dir.resolve()),
+        return _digest([self.cfg.attribution, self.cfg.evaluation, _where(self.model_dir),
                         self._model_files(), [[it.to_dict() for it in self.splits[s]] for s in SPLITS],
                         self._extras()])
 
@@ -262,8 +282,7 @@ class Study:
         key = self.base_key()
         if path.is_file() and (cached := read_json(path)).get("key") == key:
             return cached
-        model, tok = load_model(self.model_dir, trust_remote_code=self.trust_remote_code)
-        scorer = self._scorer(model, tok)
+        scorer = self.open(self.model_dir)
         with self.ui.bar("original model: answers, attributions per split, quality", len(SPLITS) + 2) as bar:
             answers = self._answers(scorer)
             bar(1, len(SPLITS) + 2)
@@ -291,23 +310,27 @@ class Study:
         if not self.splits.get("holdout"):
             return None
         fmt, scores = scorer.fmt, {}
+        full = not getattr(scorer, "served", False)  # Min-K%++ needs the whole next-token distribution
         for split in ("forget", "holdout"):
             items = self.splits[split]
             s = scorer.score_ids([fmt.encode(it.question).ids for it in items],
-                                 [fmt.encode_answer(it.answer) for it in items], distribution=True)
+                                 [fmt.encode_answer(it.answer) for it in items], distribution=full)
             scores[split] = {
                 "loss": [loss_score(lp) for lp in s.per_token],
                 "zlib": [zlib_score(lp, it.answer) for lp, it in zip(s.per_token, items, strict=True)],
                 "min_k": [min_k_score(lp) for lp in s.per_token],
-                "min_k++": [min_k_plus_plus_score(lp, m, sd) for lp, m, sd in zip(s.per_token, s.mu, s.sigma,
-                                                                                  strict=True)],
             }
+            if full:
+                scores[split]["min_k++"] = [min_k_plus_plus_score(lp, m, sd)
+                                            for lp, m, sd in zip(s.per_token, s.mu, s.sigma, strict=True)]
         return {name: mia_auc(scores["forget"][name], scores["holdout"][name]) for name in scores["forget"]}
 
     def _attribution_quality(self, scorer: Scorer, loo_forget: list) -> dict:
         """Which attribution to believe on this model: ERASER comprehensiveness/sufficiency of LOO
         (``loo_forget``, already computed) and integrated gradients on the forget items, IG's
-        completeness gap, and their agreement (τ)."""
+        completeness gap, and their agreement (τ). None for a served model (IG needs the weights)."""
+        if getattr(scorer, "served", False):
+            return None
         items = self.splits["forget"]
         qs, golds = [it.question for it in items], [it.answer for it in items]
         results = {"loo": loo_forget,
@@ -351,13 +374,12 @@ class Study:
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             tmp.rename(folder / "model")
-        result = self._evaluate(mcfg.method, model, tok, base, key, train_logs, folder)
+        result = self._evaluate(mcfg.method, self._scorer(model, tok), base, key, train_logs, folder)
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # the result supersedes it
         return result
 
-    def _evaluate(self, name: str, model, tok, base: dict, key: str, train_logs: dict, folder: Path) -> dict:
+    def _evaluate(self, name: str, scorer, base: dict, key: str, train_logs: dict, folder: Path) -> dict:
         """Answers, attributions and attacks of an unlearned model; written to ``folder/result.json``."""
-        scorer = self._scorer(model, tok)
         with self.ui.bar(f"{name}: answers, attributions, FocusOnKey, other attacks", 4) as bar:
             answers = self._answers(scorer)
             bar(1, 4)
@@ -377,11 +399,11 @@ class Study:
     def audit_model(self, name: str, model_dir: str | Path, base: dict) -> dict:
         """Evaluate and attack a model someone else unlearned (no training); cached like a method."""
         folder = self.out / "methods" / name
-        key = _digest([base["key"], str(Path(model_dir).resolve()), self.cfg.recovery, self.cfg.evaluation])
+        key = _digest([base["key"], _where(model_dir), self._model_files(model_dir), self.cfg.recovery,
+                       self.cfg.evaluation])
         if (folder / "result.json").is_file() and (cached := read_json(folder / "result.json")).get("key") == key:
             return cached
-        model, tok = load_model(model_dir)
-        return self._evaluate(name, model, tok, base, key, {}, folder)
+        return self._evaluate(name, self.open(model_dir), base, key, {}, folder)
 
     def _keyword_sources(self, scorer: Scorer, base: dict, answers: dict) -> dict[str, list[list[str]]]:
         """Per FocusOnKey source, the keywords of every forget item (see `recovery.focus_on_key`)."""
@@ -610,6 +632,11 @@ class Study:
         write_json(self.out / "metrics.json", metrics)
         render_report(self.out)
         return metrics
+
+
+def _where(ref: str | Path) -> str:
+    """A model's identity in cache keys: its resolved folder, or its URL."""
+    return str(ref) if is_served(ref) else str(Path(ref).resolve())
 
 
 def _accuracy(correct) -> float | None:

@@ -16,14 +16,15 @@ from .base import Benchmark, read_records, require, to_item
 def load_jsonl(path: Path) -> Benchmark:
     """forget = forget.jsonl, retain = retain.jsonl, utility = utility.jsonl (empty when absent)."""
     found = [p.name for p in path.glob("*.jsonl")]
-    splits = {split: _items(require(path / f"{split}.jsonl", f"{split} file", found), split)
+    splits = {split: split_file(require(path / f"{split}.jsonl", f"{split} file", found), split)
               for split in ("forget", "retain")}
     utility = path / "utility.jsonl"
-    splits["utility"] = _items(utility, "utility") if utility.is_file() else []
+    splits["utility"] = split_file(utility, "utility") if utility.is_file() else []
     return Benchmark("jsonl", splits)
 
 
-def _items(path: Path, split: str) -> list[Item]:
+def split_file(path: Path, split: str) -> list[Item]:
+    """One split's items from an item file or plain {"question", "answer"} JSON Lines (ids made up if absent)."""
     rows = read_records(path)
     if all(isinstance(row, dict) and "id" in row for row in rows):
         # the schema's own checks and messages, on the rows already read: read_records also takes a JSON list

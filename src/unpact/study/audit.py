@@ -1,0 +1,83 @@
+"""`unpact audit`: is it really gone? One original and one unlearned model, local or served, judged on
+the user's forget (and retain/utility) items with the study's own stages and metrics.
+
+    original: answers, LOO attributions, KeyTokens        (Study.base)
+    unlearned: answers, attributions, prompt attacks       (Study.audit_model)
+    → metrics.json, records.jsonl, report.html             (Study._finish, as a study)
+    → verdict.json, audit.html                             (`unpact.report.audit`)
+
+Only what needs nothing but log-probabilities and generation runs, so either model may sit behind an
+OpenAI-compatible endpoint: the attacks are FocusOnKey (oracle, self and heuristic keywords, two
+placebos) and the prompt-only baselines (sampling, paraphrase, few-shot); weight attacks are refused
+for a served model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import StudyConfig, validate
+from ..data import Item
+from ..data.benchmarks.jsonl import split_file
+from ..errors import UnpactError
+from ..models.client import is_served, public_url
+from ..report.audit import write_audit
+from .progress import Reporter
+from .runner import Study
+
+PROMPT_ATTACKS = ("sampling", "paraphrase", "few_shot")
+WEIGHT_ATTACKS = ("quantize", "relearn")
+UNLEARNED = "unlearned"  # the audited model's name in metrics.json and records.jsonl
+
+
+def load_split(path: Path | None, split: str) -> list[Item]:
+    """Items of one split from a JSON Lines file (``{"question", "answer"}`` per line, ``id`` optional);
+    none if no path."""
+    if path is None:
+        return []
+    if not Path(path).is_file():
+        raise UnpactError(f"--{split} {path}: file not found; give a JSON Lines file of question/answer objects")
+    return split_file(Path(path), split)
+
+
+def template_tokenizer(template: str | None, original: str | Path, unlearned: str | Path,
+                       trust_remote_code: bool = False):
+    """The local tokenizer whose prompt template describes a served model: ``template`` (a model folder
+    or known name) if given, else the first local model of the pair; None when both are served and no
+    template is given (the plain ``Question: …\\nAnswer:`` format)."""
+    from ..models.loading import load_tokenizer
+
+    ref = template or next((r for r in (original, unlearned) if not is_served(r)), None)
+    return None if ref is None else load_tokenizer(ref, trust_remote_code=trust_remote_code)
+
+
+def run_audit(cfg: StudyConfig, out: Path, original: str | Path, unlearned: str | Path, forget: Path,
+              retain: Path | None = None, utility: Path | None = None, *, template: str | None = None,
+              served: dict | None = None, reporter: Reporter | None = None) -> dict:
+    """Audit ``unlearned`` against ``original``; returns the verdict (also in ``out/verdict.json``).
+
+    ``served``: options for served models (`unpact.models.served.served_scorer`: concurrency, timeout,
+    retries, key_env, bos_text). ``cfg.recovery.attacks`` defaults to the prompt attacks; few-shot needs
+    retain items for its demonstrations and is dropped without them.
+    """
+    splits = {"forget": load_split(forget, "forget"), "retain": load_split(retain, "retain"),
+              "utility": load_split(utility, "utility")}
+    any_served = is_served(original) or is_served(unlearned)
+    weights = sorted(a for a in cfg.recovery.attacks if a in WEIGHT_ATTACKS)
+    if any_served and weights:
+        raise UnpactError(f"attacks {', '.join(weights)} change the weights, which a served model does not give; "
+                          f"use --attacks with {', '.join(PROMPT_ATTACKS)}")
+    if not splits["retain"] and "few_shot" in cfg.recovery.attacks:
+        cfg.recovery.attacks = [a for a in cfg.recovery.attacks if a != "few_shot"]
+    validate(cfg)
+    options = dict(served or {})
+    if any_served:
+        options["template"] = template_tokenizer(template, original, unlearned)
+    study = Study(cfg, out, reporter, model_dir=original, served=options)
+    study.audit(splits, {UNLEARNED: unlearned})
+    models = {"original": _shown(original), "unlearned": _shown(unlearned)}
+    return write_audit(out, models)
+
+
+def _shown(ref: str | Path) -> str:
+    return public_url(str(ref)) if is_served(ref) else str(ref)
