@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_attribution.py [--model DIR] [--n 20] [--steps 32] [--repeat 5]
                                                      [--only loo|ig] [--out FILE]
+                                                     [--size builtin|tiny|1b] [--device cpu|cuda] [--dtype D]
 
 Work: ``--n`` built-in benchmark questions with their gold answers, attributed on the summed answer
 log-prob (captum's quantity), replacing each question token by the pad token:
@@ -18,7 +19,9 @@ log-prob (captum's quantity), replacing each question token by the pad token:
   so the IG ratio is mostly what unpact saves in per-call overhead; the answer lengths are reported.
 
 The model is the prepared built-in model when ``--model`` is given, else a freshly initialised model
-of the built-in size (4 layers, hidden 128) with a tokenizer trained on the built-in benchmark text.
+of the built-in size (4 layers, hidden 128) with a tokenizer trained on the built-in benchmark text;
+``--size``/``--device``/``--dtype`` pick another fresh model and where it runs (`sizes.py`; the GPU
+suite, gpu.sh, uses a 1B model in bfloat16, where the agreement checks are at bfloat16's precision).
 Each timing is the fastest of ``--repeat`` runs (the runs take well under a second: one run alone is
 at the mercy of anything else on the machine); both sides run alternately. Writes timings, speed
 ratios, the largest disagreement and IG completeness gaps as JSON to ``--out`` (with ``--only``, just
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -36,32 +40,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def build(model_dir: Path | None):
-    from unpact.data import builtin
-    from unpact.models import PlainFormat, load_model
-    from unpact.models.builtin import BuiltinModelConfig, build_model, train_tokenizer
-
-    splits = builtin.generate(seed=0)
-    if model_dir is not None:
-        model, tok = load_model(model_dir)
-        source = str(model_dir)
-    else:
-        cfg = BuiltinModelConfig()
-        texts = [f"Question: {it.question}\nAnswer: {it.answer}" for s in splits.values() for it in s]
-        tok = train_tokenizer(texts, vocab_size=cfg.vocab_size)
-        model = build_model(cfg, tok)
-        source = "fresh built-in-sized model (untrained)"
-    items = [it for s in ("forget", "retain") for it in splits[s]]
-    return model.eval(), tok, PlainFormat(tok), items, source
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sizes import add_arguments, build, synchronize  # noqa: E402,F401  (build: imported from here by others)
 
 
 def timed(fn, repeat: int = 1):
     """fn's output and its fastest wall time over ``repeat`` runs."""
     best = float("inf")
     for _ in range(max(1, repeat)):
+        synchronize()
         t = time.perf_counter()
         out = fn()
+        synchronize()  # GPU work is queued: the time must include it
         best = min(best, time.perf_counter() - t)
     return out, best
 
@@ -77,7 +67,7 @@ def timed_pair(ours, theirs, repeat: int):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, default=None, help="prepared built-in model folder (default: a fresh one)")
+    add_arguments(p)
     p.add_argument("--n", type=int, default=20, help="prompts for LOO (IG uses a quarter: captum IG is slow)")
     p.add_argument("--steps", type=int, default=32, help="integrated gradients steps (Gauss-Legendre)")
     p.add_argument("--repeat", type=int, default=5, help="time each side this many times, keep the fastest")
@@ -97,7 +87,7 @@ def main() -> None:
     from unpact.scoring import Scorer
 
     warnings.filterwarnings("ignore", message="the baseline token's embedding")
-    model, tok, fmt, items, source = build(args.model)
+    model, tok, fmt, items, source = build(args.model, args.size, args.device, args.dtype)
     pad = tok.pad_token_id
     # captum tokenizes the rendered prompt itself: keep the prompts where that equals unpact's ids
     items = [it for it in items if tok.encode(fmt.render(it.question)) == fmt.encode(it.question).ids][:args.n]
@@ -113,7 +103,7 @@ def main() -> None:
             inp = TextTokenInput(fmt.render(q), tok, baselines=pad)
             s, e = fmt.encode(q).span
             r = fa.attribute(inp, target=torch.tensor(fmt.encode_answer(a)), forward_in_tokens=False)
-            out.append(r.seq_attr.detach().double().numpy()[s:e])
+            out.append(r.seq_attr.detach().double().cpu().numpy()[s:e])
         return out
 
     def captum_ig(answers):
@@ -121,11 +111,12 @@ def main() -> None:
         for q, a in zip(qs[:n_ig], answers, strict=True):
             enc = fmt.encode(q)
             s, e = enc.span
-            presence = torch.ones(1, len(enc.ids), dtype=torch.long)  # 0 → the input's baseline token
+            presence = torch.ones(1, len(enc.ids), dtype=torch.long,  # 0 → the input's baseline token
+                                  device=model.device)
             presence[0, s:e] = 0
             r = lig.attribute(TextTokenInput(fmt.render(q), tok, baselines=pad), target=torch.tensor(fmt.encode_answer(a)),
                               baselines=presence, n_steps=args.steps, method="gausslegendre")
-            out.append(r.seq_attr.detach().double().numpy()[s:e])
+            out.append(r.seq_attr.detach().double().cpu().numpy()[s:e])
         return out
 
     def ours_loo():
@@ -141,7 +132,7 @@ def main() -> None:
 
     run_loo, run_ig = args.only in (None, "loo"), args.only in (None, "ig")
     result = {
-        "model": source, "parameters": sum(p.numel() for p in model.parameters()),
+        "model": source, "parameters": sum(p.numel() for p in model.parameters()), "device": args.device,
         "torch_threads": torch.get_num_threads(), "repeat": args.repeat,
         "n_prompts_loo": len(qs) if run_loo else 0, "n_prompts_ig": n_ig if run_ig else 0, "ig_steps": args.steps,
     }

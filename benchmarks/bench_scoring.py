@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/bench_scoring.py [--model DIR] [--n 8] [--context 100] [--n-score 128]
                                                  [--repeat 3] [--threads N] [--out FILE]
+                                                 [--size builtin|tiny|1b] [--device cpu|cuda] [--dtype D]
 
 Work, on the same model in the same run (the prepared built-in model with ``--model``, else a freshly
-initialised model of the built-in size, as in bench_attribution.py):
+initialised model of the built-in size, as in bench_attribution.py; ``--size``/``--device``/``--dtype``:
+see sizes.py):
 
 - LOO, ``loo_attributions(prefix_reuse=True)`` vs ``prefix_reuse=False`` (replace and delete
   ablations, target LP). Long prompts: ``--n`` built-in questions, each preceded by a context paragraph
@@ -42,7 +44,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_attribution import build, timed  # noqa: E402
+from bench_attribution import timed  # noqa: E402
+from sizes import add_arguments, build  # noqa: E402
 
 
 def context_paragraph(fmt, items, n_tokens: int) -> str:
@@ -77,7 +80,7 @@ def one_forward(scorer, prompts, answers, hidden):
     """One no-grad forward over all sequences in a single left-padded batch (answer logits only)."""
     from unpact.scoring import answer_token_logprobs, pack
 
-    batch = pack(prompts, answers, scorer.pad_id, hidden)
+    batch = pack(prompts, answers, scorer.pad_id, hidden).to(scorer.device)
     with torch.no_grad():
         return answer_token_logprobs(scorer.model, batch)
 
@@ -88,7 +91,7 @@ def model_only(scorer, prompts, answers, hidden):
     from unpact.scoring import answer_token_logprobs, length_buckets, pack
 
     batches = [pack([prompts[i] for i in idx], [answers[i] for i in idx], scorer.pad_id,
-                    None if hidden is None else [hidden[i] for i in idx])
+                    None if hidden is None else [hidden[i] for i in idx]).to(scorer.device)
                for idx in length_buckets([len(p) + len(a) for p, a in zip(prompts, answers, strict=True)],
                                          scorer.batch_size)]
 
@@ -111,7 +114,7 @@ def question_word_spans(question: str, context: str) -> list[tuple[int, int]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, default=None, help="prepared built-in model folder (default: a fresh one)")
+    add_arguments(p)
     p.add_argument("--n", type=int, default=8, help="long prompts for LOO (short prompts: 4×)")
     p.add_argument("--context", type=int, default=100, help="tokens of context before each long question")
     p.add_argument("--n-score", type=int, default=128, help="pairs for batched vs one-at-a-time scoring")
@@ -125,7 +128,7 @@ def main() -> None:
     from unpact.attribution import loo_attributions
     from unpact.scoring import Scorer
 
-    model, tok, fmt, items, source = build(args.model)
+    model, tok, fmt, items, source = build(args.model, args.size, args.device, args.dtype)
     scorer = Scorer(model, tok, fmt)
     limit = scorer.max_length or 10**9
     context = context_paragraph(fmt, items[len(items) // 2:], args.context)  # retain facts, not the questions
@@ -142,7 +145,7 @@ def main() -> None:
         "long_question_words_replace": (long_q, long_a, "replace", [question_word_spans(q, context) for q in long_q]),
         "short_tokens_replace": (short_q, short_a, "replace", None),
     }
-    result = {"model": source, "parameters": sum(x.numel() for x in model.parameters()),
+    result = {"model": source, "parameters": sum(x.numel() for x in model.parameters()), "device": args.device,
               "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "repeat": args.repeat,
               "context_tokens": n_ctx, "batch_size": scorer.batch_size, "loo": {}}
     print(f"model: {source}; {torch.get_num_threads()} threads, fastest of {args.repeat}; long prompts = "

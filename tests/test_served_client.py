@@ -62,8 +62,9 @@ def server():
 
 
 def _echo(prompt: str) -> dict:
-    """A llama.cpp-shaped echo answer: one token per character, log-prob −(position + 1)/10, null first."""
-    tokens = list(prompt) + ["!"]
+    """A llama.cpp-shaped echo answer: one token per character, log-prob −(position + 1)/10, null first;
+    a leading "^" (the stand-in's BOS) is left out of the tokens and offsets, as llama.cpp leaves BOS out."""
+    tokens = list(prompt.removeprefix("^")) + ["!"]
     return {"choices": [{"text": prompt + "!", "logprobs": {
         "tokens": tokens, "text_offset": list(range(len(tokens))),
         "token_logprobs": [None] + [-(i + 1) / 10 for i in range(1, len(tokens))]}}]}
@@ -132,7 +133,7 @@ def test_answer_logprobs_are_the_tokens_after_the_prompt(server):
     answer = scorer.fmt.encode_answer("Ann")
     assert tok.decode(enc.ids) == "Question: Who?\nAnswer:" and tok.decode(answer) == " Ann"
     s = scorer.score_ids([enc.ids], [answer])
-    text = "^Question: Who?\nAnswer: Ann"
+    text = "Question: Who?\nAnswer: Ann"  # as the server counts offsets: without the BOS
     expected = [-(i + 1) / 10 for i in range(len(text) - 4, len(text))]  # " Ann": the last four characters
     assert s.per_token[0].tolist() == pytest.approx(expected)
     n = len(script.seen)

@@ -195,6 +195,7 @@ def _check_context(splits, fmt, model, where: str) -> None:
 
 
 def cmd_unlearn(args) -> None:
+    from . import distributed
     from .io import write_json
     from .models import load_model, prompt_format
     from .unlearn import UnlearnConfig, get_method, unlearn
@@ -204,7 +205,8 @@ def cmd_unlearn(args) -> None:
     _check_training_flags(args)
     _out_dir("--out", args.out)
     splits = _load_splits(args.model, args.data)
-    model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+    model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+                            device=distributed.device())
     _check_context(splits, prompt_format(tok), model, f"{args.data}: " if args.data else "")
     cfg = UnlearnConfig(method=args.method, epochs=args.epochs, lr=args.lr, seed=args.seed,
                         lora_rank=args.lora_rank, hparams=hparams)
@@ -212,8 +214,12 @@ def cmd_unlearn(args) -> None:
     with _reporter(args).bar(f"{cfg.method}: unlearning", steps) as bar:
         model, logs = unlearn(model, tok, prompt_format(tok), splits["forget"], splits["retain"], cfg, bar,
                               checkpoint_dir=args.out, resume=args.resume)
-    model.save_pretrained(args.out, safe_serialization=True)
-    tok.save_pretrained(args.out)
+
+    def save() -> None:  # once, by the main process, when several run (accelerate launch)
+        model.save_pretrained(args.out, safe_serialization=True)
+        tok.save_pretrained(args.out)
+
+    distributed.main_only(save)
     write_json(args.out / "unlearn.json", logs)
     resumed = f", resumed at step {logs['resumed_from_step']}" if logs["resumed_from_step"] else ""
     print(f"unlearned model ({logs['method']}, {logs['steps']} steps{resumed}, {logs['seconds']} s) saved to {args.out}")
@@ -482,6 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
+    from . import distributed
+
+    if not distributed.is_main():  # under accelerate launch every process runs the command; one prints
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     if getattr(args, "alpha", 0) is None or getattr(args, "beta", 0) is None:
         from .attribution import DEFAULT_ALPHA, DEFAULT_BETA
 

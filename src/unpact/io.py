@@ -1,4 +1,10 @@
-"""Atomic file writes and JSON Lines I/O: a file is either complete or absent, never half-written."""
+"""Atomic file writes and JSON Lines I/O: a file is either complete or absent, never half-written.
+
+Under several processes (`unpact.distributed`) every process runs the same code and would write the
+same file at once; the writes here happen on the main process only, and every process continues when
+the file is in place (so all of them can read it back), with the main process's error, if any, raised
+on all of them.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import distributed
+
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename
+    (under several processes: by the main process, the others waiting for it)."""
+    if distributed.world() > 1:
+        distributed.main_only(lambda: _write_atomic(path, data))
+        return
+    _write_atomic(path, data)
+
+
+def _write_atomic(path: str | Path, data: str | bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
@@ -33,7 +49,12 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
 
 def remove_partial_writes(folder: str | Path) -> list[Path]:
     """Delete the temporary files `write_atomic` leaves when a process is killed mid-write (they are
-    never read: every reader opens the final name). Returns what was removed."""
+    never read: every reader opens the final name). Returns what was removed.
+
+    Under several processes only the main process looks (another one could otherwise delete the
+    temporary file of a write the main process is in the middle of), the others waiting for it."""
+    if distributed.world() > 1:
+        return distributed.main_only(lambda: remove_partial_writes(folder))
     removed = []
     for tmp in Path(folder).rglob(".*.tmp") if Path(folder).is_dir() else ():
         tmp.unlink(missing_ok=True)

@@ -10,6 +10,10 @@ only for the last ``T_max + 1`` positions (``logits_to_keep``), not for the whol
 of leave-one-out attribution share everything before the first ablated token with the intact prompt):
 the bases' key/value caches are computed once, and each sequence runs only from its first differing
 token on, attending to its base's cached prefix.
+
+Under several processes (`unpact.distributed`) every public method of `Scorer` works on this
+process's share of the sequences and returns the full result, the same on every process: so every
+stage built on the scorer (attribution, evaluation, recovery) is data-parallel without knowing it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from . import distributed
 
 
 @dataclass
@@ -183,6 +189,11 @@ def _answers_finite(lp_t: torch.Tensor, batch: Packed) -> bool:
     return bool((torch.isfinite(lp_t) | (batch.answer_mask == 0)).all())
 
 
+def batch_seed(seed: int, batch: int) -> int:
+    """The torch seed of one sampling batch: distinct for every (base seed, batch index) pair."""
+    return int(np.random.SeedSequence([seed, batch]).generate_state(1)[0])
+
+
 def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding), longest first."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -265,10 +276,30 @@ class Scorer:
         per_token: list[np.ndarray] = [np.empty(0)] * n
         mu: list[np.ndarray] = [np.empty(0)] * n
         sigma: list[np.ndarray] = [np.empty(0)] * n
+        if distributed.world() > 1:
+            # each process scores a contiguous share (a prompt's ablations stay together) in its own
+            # length buckets: results equal one process's up to float rounding (other batch shapes)
+            def share(idx: list[int]) -> list[tuple]:
+                self._score_into(prompts, answers, hidden, distribution, lengths, idx, per_token, mu, sigma)
+                return [(per_token[i], mu[i], sigma[i]) for i in idx]
+
+            for i, (t, m, sd) in enumerate(distributed.map_shards(n, share)):
+                per_token[i], mu[i], sigma[i] = t, m, sd
+        else:
+            self._score_into(prompts, answers, hidden, distribution, lengths, range(n), per_token, mu, sigma)
+        mean = np.array([t.mean() if t.size else np.nan for t in per_token])
+        return Scores(mean, per_token, mu if distribution else None, sigma if distribution else None)
+
+    def _score_into(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
+                    hidden: Sequence[Sequence[int]] | None, distribution: bool, lengths: Sequence[int],
+                    todo: Sequence[int], per_token: list[np.ndarray], mu: list[np.ndarray],
+                    sigma: list[np.ndarray]) -> None:
+        """`score_ids` of the sequences ``todo`` (indices), written into the [N] lists at those indices."""
         was_training = self.model.training
         self.model.eval()
         try:
-            for idx in length_buckets(lengths, self.batch_size):
+            for bucket in length_buckets([lengths[i] for i in todo], self.batch_size):
+                idx = [todo[j] for j in bucket]
                 hide = None if hidden is None else [hidden[i] for i in idx]
                 batch = pack([prompts[i] for i in idx], [answers[i] for i in idx], self.pad_id, hide).to(self.device)
                 if distribution:
@@ -286,8 +317,6 @@ class Scorer:
                 self._store(lp_t, idx, answers, per_token, *((stats, (mu, sigma)) if distribution else ()))
         finally:
             self.model.train(was_training)
-        mean = np.array([t.mean() if t.size else np.nan for t in per_token])
-        return Scores(mean, per_token, mu if distribution else None, sigma if distribution else None)
 
     @torch.no_grad()
     def score_with_prefixes(self, bases: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
@@ -330,7 +359,28 @@ class Scorer:
         items_of: list[list[int]] = [[] for _ in bases]
         for i in range(n):
             items_of[base_of[i]].append(i)
-        used = sorted((b for b in range(len(bases)) if items_of[b]), key=lambda b: -len(bases[b]))
+        args = (bases, prompts, answers, hidden, lengths, keep, base_of, items_of, with_config, per_token)
+        if distributed.world() > 1:
+            # sharded by base, so each base's prefix is computed once, on the process that has its items
+            def share(mine: list[int]) -> list[list[tuple[int, np.ndarray]]]:
+                self._prefixed_into(*args, mine)
+                return [[(i, per_token[i]) for i in items_of[b]] for b in mine]
+
+            for rows in distributed.map_shards(len(bases), share):
+                for i, t in rows:
+                    per_token[i] = t
+        else:
+            self._prefixed_into(*args, range(len(bases)))
+        return Scores(np.array([t.mean() if t.size else np.nan for t in per_token]), per_token)
+
+    def _prefixed_into(self, bases: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
+                       answers: Sequence[Sequence[int]], hidden: Sequence[Sequence[int]] | None,
+                       lengths: Sequence[int], keep: Sequence[int], base_of: Sequence[int],
+                       items_of: Sequence[Sequence[int]], with_config: bool, per_token: list[np.ndarray],
+                       todo: Sequence[int]) -> None:
+        """`score_with_prefixes` of the sequences of the bases ``todo`` (indices into ``bases``; their
+        sequences are ``items_of[b]``), written into ``per_token`` [N] at the sequences' indices."""
+        used = sorted((b for b in todo if items_of[b]), key=lambda b: -len(bases[b]))
         device = self.device
         was_training = self.model.training
         self.model.eval()
@@ -361,7 +411,6 @@ class Scorer:
                     self._store(lp_t, idx, answers, per_token)
         finally:
             self.model.train(was_training)
-        return Scores(np.array([t.mean() if t.size else np.nan for t in per_token]), per_token)
 
     @staticmethod
     def _store(lp_t: torch.Tensor, idx: list[int], answers: Sequence[Sequence[int]],
@@ -387,10 +436,25 @@ class Scorer:
         """Greedy continuations of prompt ids, cut at the end of the answer line (``raw``: uncut)."""
         max_new = max_new_tokens or self.max_new_tokens
         outputs: list[str] = [""] * len(prompts)
+        if distributed.world() > 1:
+            # a contiguous share per process, bucketed there: batch shapes differ from one process's,
+            # so a greedy pick could only differ where two tokens tie to float rounding
+            def share(idx: list[int]) -> list[str]:
+                self._generate_into(prompts, max_new, raw, idx, outputs)
+                return [outputs[i] for i in idx]
+
+            return distributed.map_shards(len(prompts), share)
+        self._generate_into(prompts, max_new, raw, range(len(prompts)), outputs)
+        return outputs
+
+    def _generate_into(self, prompts: Sequence[Sequence[int]], max_new: int, raw: bool, todo: Sequence[int],
+                       outputs: list[str]) -> None:
+        """`generate_ids` of the prompts ``todo`` (indices), written into ``outputs`` at those indices."""
         was_training = self.model.training
         self.model.eval()
         try:
-            for idx in length_buckets([len(p) for p in prompts], self.batch_size):
+            for bucket in length_buckets([len(prompts[i]) for i in todo], self.batch_size):
+                idx = [todo[j] for j in bucket]
                 self._check_length(max(len(prompts[i]) for i in idx) + max_new, "prompt+generation")
                 batch = pack([prompts[i] for i in idx], [[] for _ in idx], self.pad_id).to(self.device)
                 gen = self.model.generate(
@@ -404,7 +468,73 @@ class Scorer:
                     outputs[i] = text if raw else self.fmt.clean_generation(text)
         finally:
             self.model.train(was_training)
-        return outputs
+
+    @torch.no_grad()
+    def sample_ids(self, prompts: Sequence[Sequence[int]], n: int, temperature: float, top_p: float, top_k: int,
+                   seed: int, max_new_tokens: int | None) -> list[list[str]]:
+        """``n`` sampled continuations of every prompt, cut at the end of the answer line: [P][n] strings.
+
+        All P·n rows go through the scorer's length-bucketed, left-padded batches (`pack`, as in
+        `generate_ids`) with ``do_sample=True``. ``top_k`` = 0 turns off the top-k filter that Hugging
+        Face would otherwise apply (k = 50), so ``temperature`` and ``top_p`` alone shape the
+        distribution. ``n`` < 1, ``temperature`` ≤ 0 or ``top_p`` outside (0, 1] raise UnpactError.
+
+        Reproducible: before each batch the torch RNG is seeded from (``seed``, batch index), inside a
+        forked RNG state so the caller's random stream is left as it was. The same seed, prompts and
+        batch size give the same samples (on CPU bit for bit; GPU kernels may add their own
+        nondeterminism); a prompt's samples depend on which batch and row it lands in, so changing the
+        prompt list or the batch size changes them, as a different seed does. The process count does
+        not: under several processes the batches are formed exactly as by one process and each process
+        samples whole batches (`unpact.distributed.map_shards` over the batches), so every sample is
+        the one a single process draws.
+        """
+        from .errors import UnpactError
+
+        if n < 1:
+            raise UnpactError(f"sampling needs n ≥ 1 samples per question, got {n}")
+        if not temperature > 0:
+            raise UnpactError(f"sampling temperature must be > 0, got {temperature}; use Scorer.generate for greedy")
+        if not 0 < top_p <= 1:
+            raise UnpactError(f"top_p must be in (0, 1], got {top_p}")
+        max_new = max_new_tokens or self.max_new_tokens
+        rows = [prompt for prompt in prompts for _ in range(n)]  # row p·n + j: sample j of prompt p
+        buckets = length_buckets([len(r) for r in rows], self.batch_size)
+        settings = {"max_new_tokens": max_new, "do_sample": True, "temperature": temperature, "top_p": top_p,
+                    "top_k": top_k, "pad_token_id": self.pad_id, "eos_token_id": self.tokenizer.eos_token_id}
+
+        def run(which: list[int]) -> list[list[str]]:
+            return self._sample_batches(rows, buckets, which, seed, settings)
+
+        flat: list[str] = [""] * len(rows)
+        texts = distributed.map_shards(len(buckets), run) if distributed.world() > 1 else run(range(len(buckets)))
+        for idx, out in zip(buckets, texts, strict=True):
+            for i, text in zip(idx, out, strict=True):
+                flat[i] = text
+        return [flat[p * n:(p + 1) * n] for p in range(len(prompts))]
+
+    def _sample_batches(self, rows: Sequence[Sequence[int]], buckets: list[list[int]], which: Sequence[int],
+                        seed: int, settings: dict) -> list[list[str]]:
+        """The cleaned samples of the batches ``which`` (indices into ``buckets``, each a list of row
+        indices), one list of strings per batch, batch b seeded by `batch_seed` (seed, b)."""
+        out: list[list[str]] = []
+        device = self.device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                for b in which:
+                    idx = buckets[b]
+                    self._check_length(max(len(rows[i]) for i in idx) + settings["max_new_tokens"], "prompt+generation")
+                    batch = pack([rows[i] for i in idx], [[] for _ in idx], self.pad_id).to(device)
+                    torch.manual_seed(batch_seed(seed, b))
+                    gen = self.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                              **settings)
+                    new = gen[:, batch.input_ids.shape[1]:]
+                    out.append([self.fmt.clean_generation(self.tokenizer.decode(new[row], skip_special_tokens=True))
+                                for row in range(len(idx))])
+        finally:
+            self.model.train(was_training)
+        return out
 
     def generate(self, questions: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
         """Greedy answers to questions under the prompt format."""

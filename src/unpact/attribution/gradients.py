@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .. import distributed
 from ..errors import UnpactError
 from ..scoring import Scorer, answer_token_logprobs, pack
 from .ablation import Attribution, ablate, check_target
@@ -116,7 +117,8 @@ def gradient_attributions(scorer: Scorer, questions: Sequence[str], answers: Seq
     IG's baseline token at every question position (default: the scorer's pad id); target: "mean" (LP)
     or "sum"; features/spans: as in `loo_attributions` (token scores are summed per feature, saliency
     takes the norm). Returns `Attribution`s with ``ablated_lp=None``; IG results carry ``f_baseline``,
-    ``completeness_gap`` and ``relative_gap``.
+    ``completeness_gap`` and ``relative_gap``. Under several processes (`unpact.distributed`) each
+    attributes a share of the items and every process returns all of them.
     """
     check_target(target)
     if method not in GRADIENT_METHODS:
@@ -129,6 +131,16 @@ def gradient_attributions(scorer: Scorer, questions: Sequence[str], answers: Seq
     answer_ids = [fmt.encode_answer(a) for a in answers]
     for i, (enc, a) in enumerate(zip(encoded, answer_ids, strict=True)):
         scorer._check_length(len(enc.ids) + len(a), f"prompt+answer #{i}")
+    if distributed.world() > 1:
+        # each process attributes a contiguous share of the items (every item's gradients are its own,
+        # so only the batch shapes, hence float rounding, depend on the process count)
+        def share(mine: list[int]) -> list[Attribution]:
+            return gradient_attributions(scorer, [questions[k] for k in mine], [answers[k] for k in mine],
+                                         method=method, steps=steps, rule=rule, baseline_id=baseline_id,
+                                         target=target, features=features,
+                                         spans=None if spans is None else [spans[k] for k in mine])
+
+        return distributed.map_shards(len(questions), share)
     m = len(alphas)
     rows_p = [enc.ids for enc in encoded for _ in range(m)]
     rows_a = [a for a in answer_ids for _ in range(m)]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..data import Item
 from ..data.rewrites import EMPHASIS_STYLES, STOPWORDS, words
 from ..errors import UnpactError
@@ -209,6 +210,10 @@ def prepare_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig 
     Training writes to a temporary sibling folder that replaces ``out`` only when complete, so an
     interrupted run never leaves a half-written model behind. Returns (info, reused).
     """
+    if distributed.world() > 1:
+        # every process would train the same model into the same folder: the main one does, alone,
+        # and the others wait, then read what it wrote
+        return distributed.main_only(lambda: prepare_builtin(items, out, cfg, progress, tokenizer_items))
     cfg = cfg or BuiltinModelConfig()
     out = Path(out)
     info = prepared_info(out)

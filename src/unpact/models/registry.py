@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import distributed
 from ..errors import UnpactError
 
 
@@ -108,6 +109,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
 
 def ensure_converted(model: KnownModel) -> Path:
     """The safetensors folder of a known model, converted from its wheel's GGUF once."""
+    if distributed.world() > 1:  # converted once, by the main process; the others wait for the folder
+        return distributed.main_only(lambda: ensure_converted(model))
     out = converted_dir(model.name)
     if (out / "config.json").is_file():
         return out

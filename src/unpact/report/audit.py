@@ -2,8 +2,9 @@
 
 Both are built from an audit run's ``metrics.json`` and ``records.jsonl`` only (see
 `unpact.study.audit`), so an auditor can re-render them without the models. The verdict is the
-dilemma quadrant of the audited model, put in words, with the numbers it rests on and the recovered
-items as evidence: each with the question, the gold answer, what the original and the unlearned
+dilemma quadrant of the audited model, judged on the strongest prompt attack of any kind (see
+`strongest_attack`; a study judges on FocusOnKey alone), put in words, with the numbers it rests on and
+the recovered items as evidence: each with the question, the gold answer, what the original and the unlearned
 model answered, and every prompt attack that brought the answer back (its prompt and the reply).
 """
 

@@ -1,5 +1,6 @@
 """Progress for long work (rich): an overall bar over a study's cells and one bar per running stage,
-drawn in one live display; or silence (tests, --quiet)."""
+drawn in one live display; or silence (tests, --quiet, and every process but the main one when
+several run under ``accelerate launch``: they all run the same stages, and one display is enough)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from .. import distributed
+
 
 def _progress(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -23,7 +26,8 @@ def _progress(console: Console) -> Progress:
 
 
 class Reporter:
-    """Prints stage messages and drives progress bars; silent when ``quiet``.
+    """Prints stage messages and drives progress bars; silent when ``quiet`` or on a process other
+    than the main one (`unpact.distributed.is_main`).
 
     Inside `overall`, stage bars join the overall bar's display and disappear when their stage ends,
     so the terminal shows the study's progress and the stage now running, with elapsed time and an
@@ -32,7 +36,7 @@ class Reporter:
 
     def __init__(self, console: Console | None = None, quiet: bool = False):
         self.console = console or Console(stderr=True)
-        self.quiet = quiet
+        self.quiet = quiet or not distributed.is_main()
         self._live: Progress | None = None
 
     def info(self, message: str) -> None:

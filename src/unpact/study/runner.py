@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import distributed
 from ..attribution import (
     aggregate,
     agreement,
@@ -142,7 +143,7 @@ class Study:
             with self.ui.bar("gold model: trained without the forget set (epochs)", self.cfg.model.max_epochs) as bar:
                 # the original model's tokenizer (trained on every split's text), not a new one
                 prepare_builtin(self._gold_items(), self.gold_dir, self.cfg.model, bar, tokenizer_items=self._all_items())
-        model, tok = load_model(self.gold_dir, trust_remote_code=self.trust_remote_code)
+        model, tok = load_model(self.gold_dir, trust_remote_code=self.trust_remote_code, device=distributed.device())
         scorer = self._scorer(model, tok)
         self.gold = {"key": key, "answers": self._answers(scorer), "tofu": tofu_raw_splits(scorer, self.splits),
                      "mia_auc": self._membership(scorer), "muse": self._muse(scorer)}
@@ -155,7 +156,7 @@ class Study:
             from ..models.served import served_scorer
 
             return served_scorer(str(ref), **self.served)
-        model, tok = load_model(ref, trust_remote_code=self.trust_remote_code)
+        model, tok = load_model(ref, trust_remote_code=self.trust_remote_code, device=distributed.device())
         return self._scorer(model, tok)
 
     def _scorer(self, model, tokenizer) -> Scorer:
@@ -253,7 +254,7 @@ class Study:
         elif not compute:
             return False
         else:
-            model, tok = load_model(self.model_dir, trust_remote_code=self.trust_remote_code)
+            model, tok = load_model(self.model_dir, trust_remote_code=self.trust_remote_code, device=distributed.device())
             answers = self._scorer(model, tok).generate([it.question for it in pool])
             ok = correctness(answers, [it.answer for it in pool], self.cfg.evaluation.rouge_threshold)
             known = [it.id for it, k in zip(pool, ok, strict=True) if k]
@@ -359,23 +360,27 @@ class Study:
         # this marker also the original model, data and attacks (a retrained base must start over).
         marker = folder / "run.key"
         if marker.is_file() and marker.read_text(encoding="utf-8") != key:
-            shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+            distributed.main_only(lambda: shutil.rmtree(folder / "checkpoint", ignore_errors=True))
         write_atomic(marker, key)
-        model, tok = load_model(self.model_dir, trust_remote_code=self.trust_remote_code)
+        model, tok = load_model(self.model_dir, trust_remote_code=self.trust_remote_code, device=distributed.device())
         forget, retain = self.training_sets(prompt_format(tok))
         steps = mcfg.epochs * -(-len(forget) // mcfg.batch_size)
         with self.ui.bar(f"{mcfg.method}: unlearning (steps)", steps) as bar:
             model, train_logs = unlearn(model, tok, prompt_format(tok), forget, retain, mcfg, bar,
                                         checkpoint_dir=folder, resume=True)
-        shutil.rmtree(folder / "model", ignore_errors=True)
-        if keep_model:
-            tmp = folder / ".model.partial"
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
-            tmp.rename(folder / "model")
+
+        def save_model() -> None:  # once, by the main process, when several run (accelerate launch)
+            shutil.rmtree(folder / "model", ignore_errors=True)
+            if keep_model:
+                tmp = folder / ".model.partial"
+                shutil.rmtree(tmp, ignore_errors=True)
+                model.save_pretrained(tmp, safe_serialization=True)
+                tok.save_pretrained(tmp)
+                tmp.rename(folder / "model")
+
+        distributed.main_only(save_model)
         result = self._evaluate(mcfg.method, self._scorer(model, tok), base, key, train_logs, folder)
-        shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # the result supersedes it
+        distributed.main_only(lambda: shutil.rmtree(folder / "checkpoint", ignore_errors=True))  # superseded
         return result
 
     def _evaluate(self, name: str, scorer, base: dict, key: str, train_logs: dict, folder: Path) -> dict:

@@ -5,6 +5,12 @@ whole batch schedule is drawn from the seed up front, so a run resumed from a ch
 optimiser state in safetensors, written atomically) continues exactly where it stopped. A non-finite
 loss or gradient stops the run before the step, naming the step and the items, and leaves the last good
 checkpoint in place.
+
+Under several processes (``accelerate launch``; `unpact.distributed`) the same loop runs on every
+process through one `accelerate.Accelerator` (DDP; FSDP or DeepSpeed when the user's accelerate config
+asks): each step's forget and retain items are split between the processes, and each process's loss is
+weighted so that the averaged gradient is the gradient of the whole step's loss — the same steps, the
+same result as one process, up to float rounding. See `_DataParallel`.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import math
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -23,6 +30,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .. import distributed
 from ..data import Item
 from ..data.chunks import TextChunk
 from ..errors import UnpactError
@@ -181,6 +189,149 @@ def _backward(method: Method, model, batch: UnlearnBatch, data: _Data, r_idx: li
     return loss, parts
 
 
+def _forget_units(method: Method, data: _Data, idx: list[int]) -> float:
+    """How many terms ``method.forget_loss`` averages over on the forget items ``idx``.
+
+    Splitting a step between processes is exact only if each process's forget loss is weighted by its
+    share of these terms: a token mean (GA, TaskVector, IdkNLL: answer tokens; RMU: every non-padding
+    token) or a mean over items (NPO, SimNPO, KeyNPO, IdkDPO). A method may say for itself with a
+    ``forget_units(pairs)`` method taking the (prompt ids, target ids) of the items; otherwise the
+    built-in methods' reductions are known here and any other method is taken to average over items.
+    """
+    from .methods.ga import GA
+    from .methods.idk import IdkNLL
+    from .methods.rmu import RMU
+    from .methods.task_vector import TaskVector
+
+    own = getattr(method, "forget_units", None)
+    if callable(own):
+        return float(own([data.pairs["forget"][i] for i in idx]))
+    if isinstance(method, RMU):
+        return float(sum(len(p) + len(a) for p, a in (data.pairs["forget"][i] for i in idx)))
+    if isinstance(method, (GA, TaskVector, IdkNLL)):
+        which = "forget_alt" if isinstance(method, IdkNLL) else "forget"
+        return float(sum(len(data.pairs[which][i][1]) for i in idx))
+    return float(len(idx))
+
+
+class _DataParallel:
+    """The training step under several processes, through an `accelerate.Accelerator`.
+
+    Every process holds the same model and optimiser state and draws the same schedule. A step's
+    forget indices and retain indices are each split between the processes (`distributed.shard`);
+    with W processes, process p's loss is W · (its share of the forget terms) · forget loss of its
+    items + W · α / (retain tokens of the whole step) · its retain sum, so the gradient DDP averages is
+    the gradient of the one-process loss of the whole step. Each process runs its passes (forget, then
+    retain micro-batches) with gradient synchronisation off but for the last, so the gradients are
+    all-reduced once per step (under DeepSpeed, whose engine expects one backward per step, the
+    passes' losses are summed into one backward instead). A process whose forget share is empty runs
+    the forget loss of one item with weight 0 (DDP needs a gradient for every parameter from every
+    process). Parameters the method does not train are frozen for the run (DDP would otherwise wait for
+    their gradients), and thawed at the end.
+
+    Checkpoints are written by the main process; with FSDP or DeepSpeed, where the weights and the
+    optimiser state are split across processes, none are written (a warning says so).
+    """
+
+    def __init__(self, model, opt, params: list[torch.nn.Parameter]):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedType
+
+        self.accelerator = Accelerator()
+        trainable = {id(p) for p in params}
+        self.frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in trainable]
+        for p in self.frozen:
+            p.requires_grad_(False)
+        self.model, self.params, self.raw_opt = model, params, opt
+        self.wrapped, self.opt = self.accelerator.prepare(model, opt)
+        if isinstance(self.wrapped, torch.nn.parallel.DistributedDataParallel):
+            # the buffers (rotary frequencies) are the same everywhere, and a broadcast before forward
+            # passes is a collective that processes with different numbers of passes must not be in
+            # (set after construction: the constructor argument is deprecated in torch 2.13, the
+            # attribute works on every version)
+            self.wrapped.broadcast_buffers = False
+        kind = self.accelerator.distributed_type
+        self.sharded_state = kind in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        self.fsdp, self.deepspeed = kind == DistributedType.FSDP, kind == DistributedType.DEEPSPEED
+        self.warned = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def backward(self, method: Method, data: _Data, f_idx: list[int], r_idx: list[int],
+                 cfg: UnlearnConfig) -> tuple[float, dict[str, float], float]:
+        """This process's share of one step's gradient, all-reduced; returns the whole step's loss,
+        its parts (as one process logs them) and the gradient norm before clipping."""
+        W = distributed.world()
+        f_mine = [f_idx[i] for i in distributed.shard(f_idx)]
+        r_mine = [r_idx[i] for i in distributed.shard(r_idx)]
+        share = _forget_units(method, data, f_mine) / _forget_units(method, data, f_idx) if f_mine else 0.0
+        run_f = f_mine or f_idx[:1]
+        alpha = method.hparams.get("alpha", 1.0)
+        if method.has_retain:
+            total = method.retain_tokens(data.packed("retain", r_idx)).clamp(min=1)
+        logged: dict = {"forget": 0.0, "parts": {}, "retain": 0.0}
+
+        def forget_pass() -> torch.Tensor:
+            batch = UnlearnBatch(data.packed("forget", run_f), None, torch.tensor(run_f), torch.tensor(r_mine),
+                                 data.packed("forget_alt", run_f) if method.needs_refusals else None)
+            loss, parts = method.forget_loss(self.wrapped, batch)
+            logged["forget"], logged["parts"] = share * loss.item(), {k: share * v for k, v in parts.items()}
+            return loss * (W * share)
+
+        def retain_pass(chunk: list[int]) -> torch.Tensor:
+            part = method.retain_sum(self.wrapped, data.packed("retain", chunk), torch.tensor(chunk))
+            logged["retain"] += part.item()
+            return part * (W * alpha / total)
+
+        passes = [forget_pass]
+        if method.has_retain:
+            passes += [lambda c=r_mine[i:i + cfg.batch_size]: retain_pass(c)
+                       for i in range(0, len(r_mine), cfg.batch_size)]
+        if self.deepspeed:  # its engine takes one backward per optimiser step: one pass over the sum
+            self.accelerator.backward(sum(run() for run in passes))
+        else:  # a backward per pass (activations of one pass alive at a time); one all-reduce, the last
+            for k, run in enumerate(passes):
+                if k < len(passes) - 1:
+                    with self.accelerator.no_sync(self.wrapped):
+                        self.accelerator.backward(run())
+                else:
+                    self.accelerator.backward(run())
+        # the logged values: sums over the processes, in rank order (the same on every process)
+        every = distributed.gather([(logged["forget"], logged["parts"], logged["retain"])])
+        loss = sum(f for f, _, _ in every)
+        parts = {k: sum(p[k] for _, p, _ in every) for k in every[0][1]}
+        if method.has_retain:
+            parts[method.retain_name] = sum(r for _, _, r in every) / total.item()
+            loss += alpha * parts[method.retain_name]
+        # FSDP clips through its own (sharded) parameters; DeepSpeed clips inside its engine and may
+        # report no norm
+        norm = self.accelerator.clip_grad_norm_(list(self.wrapped.parameters()) if self.fsdp else self.params,
+                                                cfg.max_grad_norm)
+        return loss, parts, 0.0 if norm is None else float(norm)
+
+    def save_checkpoint(self, folder: Path, step: int, key: str) -> None:
+        if self.sharded_state:
+            if not self.warned:
+                warnings.warn("no training checkpoints under FSDP or DeepSpeed (the weights and optimiser state "
+                              "are split across processes); an interrupted run starts over", stacklevel=3)
+                self.warned = True
+            return
+        distributed.main_only(lambda: _save_checkpoint(folder, self.model, self.raw_opt, step, key))
+
+    def finish(self):
+        """The trained model, unwrapped, with its parameters' ``requires_grad`` as before, and no DDP
+        hooks left on it (later training in one process, e.g. the relearning attack, must not wait
+        for the others)."""
+        model = self.accelerator.unwrap_model(self.wrapped)
+        self.wrapped = self.opt = None
+        self.accelerator.free_memory()  # drops its references and collects: DDP's gradient buckets go
+        for p in self.frozen:
+            p.requires_grad_(True)
+        return model
+
+
 def _wrap_lora(model, rank: int):
     try:
         from peft import LoraConfig, get_peft_model
@@ -223,37 +374,52 @@ def unlearn(model, tokenizer, fmt, forget: list[Example], retain: list[Example],
     ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir else None
     done = _load_checkpoint(ckpt, train_model, opt, key) if (ckpt and resume) else 0
     if ckpt and not resume:
-        shutil.rmtree(ckpt, ignore_errors=True)
+        distributed.main_only(lambda: shutil.rmtree(ckpt, ignore_errors=True))
+    parallel = _DataParallel(train_model, opt, params) if distributed.world() > 1 else None
+    if parallel is not None:
+        data.device = parallel.device  # the accelerator may have moved the model (a process's own GPU)
 
     history: list[dict] = []
     t0 = time.perf_counter()
     train_model.train()
     for step in range(done + 1, len(steps) + 1):
         f_idx, r_idx = steps[step - 1]
-        batch = UnlearnBatch(data.packed("forget", f_idx), None, torch.tensor(f_idx), torch.tensor(r_idx),
-                             data.packed("forget_alt", f_idx) if method.needs_refusals else None)
-        opt.zero_grad(set_to_none=True)
-        loss, parts = _backward(method, train_model, batch, data, r_idx, cfg)
-        # a finite loss can still have a NaN gradient (0 * inf in the backward pass); stepping on it would
-        # write NaN weights, and the next checkpoint would save them as the "last good" one
-        norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        if parallel is None:
+            batch = UnlearnBatch(data.packed("forget", f_idx), None, torch.tensor(f_idx), torch.tensor(r_idx),
+                                 data.packed("forget_alt", f_idx) if method.needs_refusals else None)
+            opt.zero_grad(set_to_none=True)
+            loss, parts = _backward(method, train_model, batch, data, r_idx, cfg)
+            # a finite loss can still have a NaN gradient (0 * inf in the backward pass); stepping on it would
+            # write NaN weights, and the next checkpoint would save them as the "last good" one
+            norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        else:
+            parallel.opt.zero_grad(set_to_none=True)
+            loss, parts, norm = parallel.backward(method, data, f_idx, r_idx, cfg)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
             ids = ", ".join(forget[j].id for j in f_idx[:3])
             kept = f"; the last good checkpoint is in {ckpt}" if ckpt and ckpt.is_dir() else ""
             raise UnpactError(f"{cfg.method}: {what} at step {step} (forget items {ids}, ...); "
                               f"lower the learning rate or the number of epochs{kept}")
-        opt.step()
+        (opt if parallel is None else parallel.opt).step()
         history.append({"loss": loss, **parts})
         if ckpt and (step % every == 0 or step == len(steps)):
-            _save_checkpoint(ckpt, train_model, opt, step, key)
+            if parallel is None:
+                _save_checkpoint(ckpt, train_model, opt, step, key)
+            else:
+                parallel.save_checkpoint(ckpt, step, key)
         if progress:
             progress(step, len(steps), history[-1])
+    teardown = 0.0
+    if parallel is not None:
+        t_end = time.perf_counter()
+        train_model = parallel.finish()
+        teardown = time.perf_counter() - t_end  # freeing DDP's buffers: not training time
     if cfg.lora_rank > 0:
         model = train_model.merge_and_unload()
     method.finalize(model)
     model.eval()
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 - teardown
     epochs_run = (len(steps) - done) / per_epoch
     return model, {
         "method": method.name, "hparams": method.hparams, "config": asdict(cfg), "steps": len(steps),
