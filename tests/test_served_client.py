@@ -152,3 +152,24 @@ def test_what_needs_weights_is_refused_with_the_reason(server):
         scorer.score_ids([[0]], [[0]], hidden=[[0]])
     with pytest.raises(UnpactError, match="Min-K%\\+\\+"):
         scorer.score_ids([[0]], [[0]], distribution=True)
+
+
+def test_audit_with_an_unreachable_server_is_one_error_line(tiny, tmp_path, capsys):
+    from unpact.cli import main
+
+    model, tok, _ = tiny
+    model.save_pretrained(tmp_path / "local", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "local")
+    forget = tmp_path / "forget.jsonl"
+    forget.write_text('{"question": "Where was Ann born?", "answer": "Paris"}\n')
+    argv = ["audit", "--original", "http://127.0.0.1:1/v1", "--unlearned", str(tmp_path / "local"),
+            "--forget", str(forget), "--retries", "0", "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: http://127.0.0.1:1/v1/models: no answer after 1 attempts")
+    assert main(argv[:5] + ["--forget", str(tmp_path / "missing.jsonl")] + argv[7:]) == 2
+    err = capsys.readouterr().err
+    assert "--forget" in err and "missing.jsonl: file not found" in err
+    argv_weights = argv + ["--attacks", "relearn"]
+    assert main(argv_weights) == 2
+    assert "relearn change the weights, which a served model does not give" in capsys.readouterr().err

@@ -189,17 +189,15 @@ class ServedScorer:
                                             temperature=0), self.client)
         start, end = len(tok.visible(lead + prompt)), len(tok.visible(lead + prompt + answer))
         trailing = _trailing_specials(tok, answer)
-        offsets, values = lp["text_offset"], lp["token_logprobs"]
+        offsets, values, tokens = lp["text_offset"], lp["token_logprobs"], lp["tokens"]
         out = []
         for k, (o, v) in enumerate(zip(offsets, values, strict=True)):
-            stop = offsets[k + 1] if k + 1 < len(offsets) else o + len(lp["tokens"][k])
-            inside = o < end and stop > start
-            special_tail = o == end and lp["tokens"][k] == "" and trailing > 0
-            if not (inside or special_tail):
-                if o >= end and not special_tail:
-                    break  # past the answer: the generated token
-                continue
-            trailing -= special_tail
+            if o == end and tokens[k] == "" and trailing > 0:
+                trailing -= 1  # a special token closing the answer (its EOS)
+            elif o >= end:
+                break  # the generated token
+            elif (offsets[k + 1] if k + 1 < len(offsets) else o + len(tokens[k])) <= start:
+                continue  # ends inside the prompt
             if v is None:
                 raise UnpactError(f"{self.client.url}: no log-prob for an answer token; the prompt is empty")
             out.append(float(v))
