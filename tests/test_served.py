@@ -4,8 +4,9 @@ llama-cpp-python). The same GGUF, converted to float32 safetensors, is the local
 
 Tolerance of the local-vs-served comparison: llama.cpp runs the Q4_1 weights with its quantised
 kernels (activations rounded to 8 bits in the matrix products), transformers runs the dequantised
-weights in float32. Measured on 30 TOFU world facts: |ΔLP| per item mean MEAN_LP, max MAX_LP nats;
-per answer token max MAX_TOK (README, "Auditing a served model"). The bounds below are about 2–3× that.
+weights in float32. Measured on 30 TOFU world facts (answers with their EOS): |ΔLP| per item mean
+0.12, max 0.35 nats (Pearson 0.998); per answer token mean 0.18, max 0.87; LOO contributions on 8 of
+them correlate 0.97–0.99 (README, "Auditing a served model"). The bounds below leave about 2× room.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def test_served_answer_logprobs_match_transformers_on_the_same_weights(local, re
                              [keyword_token_mask(remote.fmt, a)[0] for a in ans])
     for a, b in zip(here.per_token, there.per_token, strict=True):
         assert len(a) == len(b)  # same tokens: the GGUF's vocabulary both ways
-        assert np.abs(a - b).max() < 1.0, (a, b)
+        assert np.abs(a - b).max() < 1.75, (a, b)
     diff = np.abs(here.mean - there.mean)
     assert diff.max() < 0.75, diff
 
