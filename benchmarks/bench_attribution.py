@@ -17,6 +17,12 @@ log-prob (captum's quantity), replacing each question token by the pad token:
   both Gauss-Legendre with ``--steps`` nodes and the same baseline. Both are compute-bound on CPU, and
   with one-token answers (most gold answers here) captum's per-answer-token loop costs it nothing extra,
   so the IG ratio is mostly what unpact saves in per-call overhead; the answer lengths are reported.
+  Each IG case also times a floor: the model's forward and input-gradient backward alone over the same
+  interpolations (prompt ⊕ answer without its last token, logits at the answer positions only, one
+  batch per prompt as captum batches them, inputs built beforehand: `run_floor`). Any IG that runs
+  every node over the whole sequence does this work, so captum / floor bounds the speed-up that
+  removing overhead can give; unpact goes below it only by skipping model work (the template opening
+  it runs once, batches across prompts).
 
 The model is the prepared built-in model when ``--model`` is given, else a freshly initialised model
 of the built-in size (4 layers, hidden 128) with a tokenizer trained on the built-in benchmark text;
@@ -24,7 +30,7 @@ of the built-in size (4 layers, hidden 128) with a tokenizer trained on the buil
 suite, gpu.sh, uses a 1B model in bfloat16, where the agreement checks are at bfloat16's precision).
 Each timing is the fastest of ``--repeat`` runs (the runs take well under a second: one run alone is
 at the mercy of anything else on the machine); both sides run alternately. Writes timings, speed
-ratios, the largest disagreement and IG completeness gaps as JSON to ``--out`` (with ``--only``, just
+ratios, IG floors, the largest disagreement and IG completeness gaps as JSON to ``--out`` (with ``--only``, just
 the part that ran).
 """
 
@@ -63,6 +69,42 @@ def timed_pair(ours, theirs, repeat: int):
         to = min(to, timed(ours)[1])
         tt = min(tt, timed(theirs)[1])
     return o, to, t, tt
+
+
+def ig_floor_batches(model, fmt, questions, answers, steps: int, baseline_id: int):
+    """The model work of integrated gradients, prepared beforehand for `run_floor`: per prompt, its
+    ``steps`` Gauss-Legendre interpolations of prompt ⊕ answer-without-its-last-token (nothing
+    predicts from the last token), as one unpadded batch — captum's batching.
+
+    Returns per prompt (x [steps, L, H] requiring grad, answer ids [T]).
+    """
+    from unpact.attribution import integration_nodes
+
+    emb = model.get_input_embeddings()
+    alphas, _ = integration_nodes(steps)
+    out = []
+    with torch.no_grad():
+        base = emb(torch.tensor([baseline_id], device=model.device))[0]
+        for q, a in zip(questions, answers, strict=True):
+            enc, ans = fmt.encode(q), fmt.encode_answer(a)
+            e = emb(torch.tensor([enc.ids + ans[:-1]], device=model.device))  # [1, L, H]
+            s, t = enc.span
+            alpha = torch.tensor(alphas, dtype=e.dtype, device=model.device).view(-1, 1, 1)
+            x = e.repeat(steps, 1, 1)
+            x[:, s:t] = base + alpha * (e[:, s:t] - base)
+            out.append((x.requires_grad_(True), torch.tensor(ans, device=model.device)))
+    return out
+
+
+def run_floor(model, batches) -> None:
+    """Forward and input-gradient backward of every prepared batch, logits only at the answer positions,
+    the answer log-probs summed: the part of IG no implementation that runs every node over the whole
+    sequence can skip."""
+    for x, ans in batches:
+        T = len(ans)
+        logits = model(inputs_embeds=x, use_cache=False, logits_to_keep=T).logits[:, -T:].float()
+        lp = logits.gather(-1, ans.expand(len(x), T).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        torch.autograd.grad(lp.sum(), x)
 
 
 def main() -> None:
@@ -154,16 +196,22 @@ def main() -> None:
                                                             lambda a=answers: captum_ig(a), args.repeat)
         ig_err = max(float(np.abs(o.contributions - t).max()) for o, t in zip(ours_i, theirs_i, strict=True))
         ig_scale = max(float(np.abs(t).max()) for t in theirs_i)
+        floor_batches = ig_floor_batches(model, fmt, qs[:n_ig], answers, args.steps, pad)
+        _, t_floor = timed(lambda b=floor_batches: run_floor(model, b), args.repeat)
         gaps = [o.completeness_gap for o in ours_i]
         rel = [o.relative_gap for o in ours_i if o.relative_gap is not None]
         lengths = [len(fmt.encode_answer(a)) for a in answers]
         result[case] = {"unpact_s": t_ours_i, "captum_s": t_theirs_i, "speedup": t_theirs_i / t_ours_i,
                         "max_abs_diff": ig_err, "max_abs_attr": ig_scale, "agree": ig_err <= 1e-4 + 1e-3 * ig_scale,
+                        "floor_s": t_floor, "unpact_over_floor": t_ours_i / t_floor,
+                        "captum_over_floor": t_theirs_i / t_floor,
                         "answer_tokens": lengths, "completeness_gap_max": max(gaps),
                         "relative_gap_median": float(np.median(rel)) if rel else None}
         print(f"IG   unpact {t_ours_i:6.3f} s   captum LayerIG         {t_theirs_i:6.3f} s   "
               f"{t_theirs_i / t_ours_i:5.1f}x   max |diff| {ig_err:.2e} (max |attr| {ig_scale:.2e}); "
               f"answers of {min(lengths)}–{max(lengths)} tokens")
+        print(f"     floor {t_floor:6.3f} s: unpact {t_ours_i / t_floor:.2f}x of it, captum {t_theirs_i / t_floor:.2f}x "
+              f"(captum / floor = {t_theirs_i / t_floor:.1f}x: what removing all of captum's overhead would gain)")
         print(f"     completeness gap: max {max(gaps):.3g}, median relative "
               f"{result[case]['relative_gap_median'] if rel else 'n/a'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

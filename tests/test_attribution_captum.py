@@ -19,6 +19,9 @@ captum_attr = pytest.importorskip("captum.attr")
 
 QUESTIONS = ["Where was Marthe Bramley born?", "What is the opposite of hot?"]
 ANSWERS = ["Drennick", "cold"]
+# sentence answers of different lengths: one IG of the summed answer (unpact) against captum's one IG per
+# answer token, with rows of both answer lengths sharing batches
+SENTENCES = ["I think it was Drennick, in the north.", "Cold, as far as I know."]
 
 
 def captum_input(tok, fmt, question):
@@ -44,16 +47,17 @@ def test_replace_ablation_equals_captum_feature_ablation(tiny, tiny_scorer):
 
 
 @pytest.mark.filterwarnings("ignore:the baseline token's embedding")
-@pytest.mark.parametrize("steps, baseline_id", [(8, None), (24, None), (16, 50)])
-def test_integrated_gradients_equal_captum_layer_ig(tiny, tiny_scorer, steps, baseline_id):
+@pytest.mark.parametrize("steps, baseline_id, answers", [(8, None, ANSWERS), (24, None, ANSWERS), (16, 50, ANSWERS),
+                                                     (8, 50, SENTENCES)])
+def test_integrated_gradients_equal_captum_layer_ig(tiny, tiny_scorer, steps, baseline_id, answers):
     # None: the pad token (the default; its embedding row is zero in this model), 50: an ordinary token
     model, tok, fmt = tiny
     base = tok.pad_token_id if baseline_id is None else baseline_id
-    ours = gradient_attributions(tiny_scorer, QUESTIONS, ANSWERS, method="integrated_gradients", steps=steps,
+    ours = gradient_attributions(tiny_scorer, QUESTIONS, answers, method="integrated_gradients", steps=steps,
                                  rule="gausslegendre", target="sum", baseline_id=baseline_id)
     lig = captum_attr.LLMGradientAttribution(
         captum_attr.LayerIntegratedGradients(model, model.get_input_embeddings()), tok)
-    for q, a, attr in zip(QUESTIONS, ANSWERS, ours, strict=True):
+    for q, a, attr in zip(QUESTIONS, answers, ours, strict=True):
         enc, text = captum_input(tok, fmt, q)
         s, e = enc.span
         # captum's TextTokenInput works in "presence" space: 1 = the token itself, anything else = the

@@ -18,8 +18,9 @@ from unpact.attribution import (
     loo_attributions,
 )
 from unpact.attribution.faithfulness import comprehensiveness, curve_area, sufficiency, top_k
+from unpact.attribution.gradients import GRADIENT_METHODS, _shared_prefix
 from unpact.errors import UnpactError
-from unpact.scoring import Scorer
+from unpact.scoring import Scorer, _cache_layout
 
 QUESTIONS = ["Where was Marthe Bramley born?", "What is the opposite of hot?"]  # different lengths: padding
 ANSWERS = ["Drennick", "cold"]
@@ -181,6 +182,34 @@ def test_integrated_gradients_completeness_and_convergence(tiny, tiny_scorer):
         assert f.relative_gap < 1e-3 and c.completeness_gap > 10 * f.completeness_gap
         np.testing.assert_allclose(r.contributions, f.contributions, atol=1e-3 * np.abs(f.contributions).max())
         np.testing.assert_allclose(s.contributions, f.contributions * len(ans), rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_gradients_with_the_shared_prefix_run_once_equal_whole_sequences(tiny, tiny_scorer, method):
+    # With prefix_reuse the prompts' common opening (BOS, "Question:") runs once, without gradients, and
+    # every row runs from there on: the same attributions as whole sequences, to float rounding.
+    # Answers of one to several tokens and batches of 7 rows put rows of different items, lengths and
+    # answer lengths in one batch.
+    model, _, fmt = tiny
+    questions = QUESTIONS + ["Which river flows through the old capital city?"]
+    answers = ANSWERS + ["The long one, I think."]
+    encoded = [fmt.encode(q) for q in questions]
+    # the path under test is taken: a prefix is shared and the model's cache can hold it
+    assert _shared_prefix([e.ids for e in encoded], [range(*e.span) for e in encoded]) > 0
+    assert _cache_layout(model, 64) is not None
+    for target in ("mean", "sum"):
+        kw = {"method": method, "steps": 5, "target": target, "baseline_id": 50}
+        reused = gradient_attributions(tiny_scorer, questions, answers, **kw)
+        whole = gradient_attributions(tiny_scorer, questions, answers, prefix_reuse=False, **kw)
+        for r, w in zip(reused, whole, strict=True):
+            np.testing.assert_allclose(r.contributions, w.contributions, rtol=1e-4, atol=1e-7)
+            assert r.lp == pytest.approx(w.lp, abs=1e-6)
+            if method == "integrated_gradients":
+                assert r.completeness_gap == pytest.approx(w.completeness_gap, abs=1e-6)
+
+
+def test_gradient_attributions_of_no_items(tiny_scorer):
+    assert gradient_attributions(tiny_scorer, [], []) == []
 
 
 def test_zero_pad_embedding_baseline_warns(tiny):

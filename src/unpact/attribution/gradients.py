@@ -20,9 +20,11 @@ Methods, with e_i [H] the embedding of question token i and g_i = ∂F/∂e_i:
   a zero baseline: a warning says so; pass ``baseline_id``.
   The integral is a quadrature over ``steps`` nodes: ``gausslegendre`` (default; captum's default too)
   or a Riemann rule (``riemann_middle``, ``riemann_trapezoid``, ``riemann_left``, ``riemann_right``).
-  All steps of all prompts are batched through the model. Completeness says Σ_i IG_i = F(x) − F(b);
-  every result carries ``completeness_gap`` = |Σ_i IG_i − (F(x) − F(b))| and ``relative_gap`` (that
-  over |F(x) − F(b)|) so an under-converged integral is visible (raise ``steps``).
+  All steps of all prompts are batched through the model, which runs the template's opening (before
+  the first question token: no α reaches it) once, and every interpolation from there on.
+  Completeness says Σ_i IG_i = F(x) − F(b); every result carries ``completeness_gap`` =
+  |Σ_i IG_i − (F(x) − F(b))| and ``relative_gap`` (that over |F(x) − F(b)|) so an under-converged
+  integral is visible (raise ``steps``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch
 
 from .. import distributed
 from ..errors import UnpactError
-from ..scoring import Scorer, answer_token_logprobs, pack
+from ..scoring import Scorer, _cache_layout, length_buckets
 from .ablation import Attribution, ablate, check_target
 from .features import make_features
 
@@ -64,59 +66,133 @@ def integration_nodes(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarr
     raise UnpactError(f"unknown integration rule {rule!r}: use one of {', '.join(INTEGRATION_RULES)}")
 
 
-def _embedding_gradients(scorer: Scorer, prompts: list[list[int]], answers: list[list[int]],
-                         qpos: list[range], alphas: np.ndarray, baseline_id: int, target: str,
-                         ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """For every row r: e(ℓ) = b + α_r (e − b) at the question positions ``qpos[r]`` (other tokens kept).
+def _shared_prefix(prompts: list[list[int]], qpos: list[range]) -> int:
+    """How many leading tokens all prompts have in common before any question token and before every
+    prompt's last token (its output predicts the first answer token, so it always runs)."""
+    limit = min(min(q.start for q in qpos), min(len(p) for p in prompts) - 1)
+    n = 0
+    while n < limit and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return n
 
-    Returns per row the gradient ∂F/∂e(α_r) [n_r, H] and the intact embeddings e [n_r, H] of the
-    question tokens, and F at the interpolated input [R]. Rows are packed in batches of
-    ``scorer.batch_size``; one backward per batch (rows do not interact, so the gradient of the summed F
-    is every row's own gradient).
+
+@torch.no_grad()
+def _prefix_kv(model: torch.nn.Module, prefix: list[int], with_config: bool,
+               device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values of ``prefix`` (P tokens, positions 0..P-1): per layer (K, V), each [1, heads, P, d]."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config) if with_config else DynamicCache()
+    ids = torch.tensor([prefix], device=device)
+    model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None], cache=cache, use_cache=True,
+          logits_to_keep=1)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _embedding_gradients(scorer: Scorer, prompts: list[list[int]], answers: list[list[int]], qpos: list[range],
+                         alphas: np.ndarray, baseline_id: int, target: str, prefix_reuse: bool = True,
+                         ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """∂F/∂e at e(α) = b + α (e − b) on the question positions ``qpos[k]`` (other tokens kept), for every
+    item k (prompt ids, answer ids) and node α_j of ``alphas`` [m].
+
+    Returns per item the gradients [m, n_k, H] and the intact question embeddings e [n_k, H] (float64),
+    and F at every interpolated input [K, m].
+
+    The rows (item, node) run in batches of ``scorer.batch_size``, longest first (rows of one item have
+    one length, so a batch holds little padding), with one backward per batch: rows do not interact, so
+    the gradient of the summed F is every row's own gradient. Each row holds ``prompt ⊕ answer[:-1]``:
+    the last answer token predicts nothing, and only the answer positions get logits, whose log-probs
+    come from a logsumexp rather than a [B, T, V] log-softmax. Nothing before the first question
+    token depends on α (causal attention), so with ``prefix_reuse`` (and a model whose cache allows it,
+    see `unpact.scoring._cache_layout`) the prefix all prompts share — the template's opening — is run
+    once, without gradients, and every row starts after it, attending to its cached keys/values.
     """
+    from transformers import DynamicCache
+
     model = scorer.model
     emb = model.get_input_embeddings()
-    grads: list[np.ndarray] = [np.empty(0)] * len(prompts)
-    embeds: list[np.ndarray] = [np.empty(0)] * len(prompts)
-    values = np.empty(len(prompts))
     device = scorer.device
-    base = emb(torch.tensor([baseline_id], device=device)).detach()[0]  # [H]
-    for lo in range(0, len(prompts), scorer.batch_size):
-        idx = range(lo, min(lo + scorer.batch_size, len(prompts)))
-        batch = pack([prompts[r] for r in idx], [answers[r] for r in idx], scorer.pad_id).to(device)
-        L = batch.input_ids.shape[1]
+    K, m = len(prompts), len(alphas)
+    if not K:
+        return [], [], np.empty((0, m))
+    P = _shared_prefix(prompts, qpos) if prefix_reuse else 0
+    # a batch's layout (cached prefix, then the rows' suffixes) never exceeds the longest prompt+answer
+    with_config = _cache_layout(model, max(len(p) + len(a) for p, a in zip(prompts, answers, strict=True))) if P else None
+    if with_config is None:
+        P = 0
+    kv = _prefix_kv(model, prompts[0][:P], with_config, device) if P else []
+    seqs = [p[P:] + a[:-1] for p, a in zip(prompts, answers, strict=True)]  # what runs per row
+    with torch.no_grad():
+        base = emb(torch.tensor([baseline_id], device=device))[0]  # [H]
+        embeds = [emb(torch.tensor(p[q.start:q.stop], device=device, dtype=torch.long)).double().cpu().numpy()
+                  for p, q in zip(prompts, qpos, strict=True)]
+    H = base.shape[0]
+    grads = [np.empty((m, len(q), H)) for q in qpos]
+    values = np.empty((K, m))
+    rows = [(k, j) for k in range(K) for j in range(m)]
+    for bucket in length_buckets([len(seqs[k]) for k, _ in rows], scorer.batch_size):
+        items = [rows[r][0] for r in bucket]
+        B, S, T = len(bucket), max(len(seqs[k]) for k in items), max(len(answers[k]) for k in items)
+        if T == 0:  # no answer token: F is an empty sum, its gradient zero
+            for k, j in (rows[r] for r in bucket):
+                grads[k][j], values[k, j] = 0.0, 0.0 if target == "sum" else np.nan
+            continue
+        ids = np.full((B, S), scorer.pad_id, dtype=np.int64)
+        mask = np.zeros((B, S), dtype=np.int64)
+        qmask = np.zeros((B, S, 1), dtype=bool)
+        answer_ids = np.zeros((B, T), dtype=np.int64)
+        answer_mask = np.zeros((B, T), dtype=np.float32)
+        for row, k in enumerate(items):  # left padding: token t of a suffix sits at S - len + t
+            shift = S - len(seqs[k])
+            ids[row, shift:], mask[row, shift:] = seqs[k], 1
+            qmask[row, shift + qpos[k].start - P:shift + qpos[k].stop - P] = True
+            if answers[k]:
+                answer_ids[row, T - len(answers[k]):], answer_mask[row, T - len(answers[k]):] = answers[k], 1
+        ids_t, qmask_t = torch.from_numpy(ids).to(device), torch.from_numpy(qmask).to(device)
+        mask_t = torch.from_numpy(mask).to(device)
+        answer_ids_t, answer_mask_t = torch.from_numpy(answer_ids).to(device), torch.from_numpy(answer_mask).to(device)
+        position_ids = P + (mask_t.cumsum(1) - 1).clamp(min=0)
         with torch.no_grad():
-            e = emb(batch.input_ids)  # [B, L, H]
-        qmask = torch.zeros(e.shape[:2] + (1,), dtype=torch.bool, device=device)
-        for row, r in enumerate(idx):  # left padding: the unpadded position p sits at L - len + p
-            shift = L - len(prompts[r]) - len(answers[r])
-            qmask[row, shift + qpos[r].start:shift + qpos[r].stop] = True
-        a = torch.tensor(alphas[list(idx)], dtype=e.dtype, device=device).view(-1, 1, 1)
-        x = torch.where(qmask, base + a * (e - base), e).detach().requires_grad_(True)
-        lp = answer_token_logprobs(model, batch, inputs_embeds=x)  # [B, T]
+            e = emb(ids_t)  # [B, S, H]
+        a = torch.tensor([alphas[rows[r][1]] for r in bucket], dtype=e.dtype, device=device).view(-1, 1, 1)
+        x = torch.where(qmask_t, base + a * (e - base), e).detach().requires_grad_(True)
+        if P:
+            cache = [(k_.expand(B, -1, -1, -1), v_.expand(B, -1, -1, -1)) for k_, v_ in kv]
+            cache = DynamicCache(cache, config=model.config) if with_config else DynamicCache(cache)
+            mask_t = torch.cat([torch.ones(B, P, dtype=mask_t.dtype, device=device), mask_t], dim=1)  # [B, P + S]
+            logits = model(inputs_embeds=x, attention_mask=mask_t, position_ids=position_ids, cache=cache,
+                           use_cache=True, logits_to_keep=T).logits
+        else:
+            logits = model(inputs_embeds=x, attention_mask=mask_t, position_ids=position_ids, use_cache=False,
+                           logits_to_keep=T).logits
+        # [B, T, V]: position S - T + t predicts answer slot t (sliced again: a model may ignore logits_to_keep)
+        logits = logits[:, -T:].float()
+        lp = (logits.gather(-1, answer_ids_t.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)) * answer_mask_t
         f = lp.sum(1)
         if target == "mean":
-            f = f / batch.answer_mask.sum(1)
+            f = f / answer_mask_t.sum(1)
         (g,) = torch.autograd.grad(f.sum(), x)
-        values[list(idx)] = f.detach().double().cpu().numpy()
-        g, e = g.double().cpu().numpy(), e.double().cpu().numpy()
-        for row, r in enumerate(idx):
-            shift = L - len(prompts[r]) - len(answers[r])
-            sl = slice(shift + qpos[r].start, shift + qpos[r].stop)
-            grads[r], embeds[r] = g[row, sl], e[row, sl]
+        g, f = g.double().cpu().numpy(), f.detach().double().cpu().numpy()
+        for row, r in enumerate(bucket):
+            k, j = rows[r]
+            start = S - len(seqs[k]) + qpos[k].start - P
+            grads[k][j], values[k, j] = g[row, start:start + len(qpos[k])], f[row]
     return grads, embeds, values
 
 
 def gradient_attributions(scorer: Scorer, questions: Sequence[str], answers: Sequence[str], *,
                           method: str = "integrated_gradients", steps: int = 32, rule: str = "gausslegendre",
                           baseline_id: int | None = None, target: str = "mean", features: str = "tokens",
-                          spans: Sequence[Sequence[tuple[int, int]] | None] | None = None) -> list[Attribution]:
+                          spans: Sequence[Sequence[tuple[int, int]] | None] | None = None,
+                          prefix_reuse: bool = True) -> list[Attribution]:
     """Gradient attributions (module docstring) of every (question, answer) pair.
 
     method: one of `GRADIENT_METHODS`; steps, rule: integrated gradients' quadrature; baseline_id:
     IG's baseline token at every question position (default: the scorer's pad id); target: "mean" (LP)
     or "sum"; features/spans: as in `loo_attributions` (token scores are summed per feature, saliency
-    takes the norm). Returns `Attribution`s with ``ablated_lp=None``; IG results carry ``f_baseline``,
+    takes the norm); prefix_reuse: run the prompts' common opening (before any question token) once and
+    every interpolation from there on (`_embedding_gradients`; the same results up to float rounding).
+    Returns `Attribution`s with ``ablated_lp=None``; IG results carry ``f_baseline``,
     ``completeness_gap`` and ``relative_gap``. Under several processes (`unpact.distributed`) each
     attributes a share of the items and every process returns all of them.
     """
@@ -138,18 +214,16 @@ def gradient_attributions(scorer: Scorer, questions: Sequence[str], answers: Seq
             return gradient_attributions(scorer, [questions[k] for k in mine], [answers[k] for k in mine],
                                          method=method, steps=steps, rule=rule, baseline_id=baseline_id,
                                          target=target, features=features,
-                                         spans=None if spans is None else [spans[k] for k in mine])
+                                         spans=None if spans is None else [spans[k] for k in mine],
+                                         prefix_reuse=prefix_reuse)
 
         return distributed.map_shards(len(questions), share)
-    m = len(alphas)
-    rows_p = [enc.ids for enc in encoded for _ in range(m)]
-    rows_a = [a for a in answer_ids for _ in range(m)]
-    rows_q = [range(*enc.span) for enc in encoded for _ in range(m)]
     was_training = scorer.model.training
     scorer.model.eval()
     try:
-        grads, embeds, values = _embedding_gradients(
-            scorer, rows_p, rows_a, rows_q, np.tile(alphas, len(encoded)), baseline, target)
+        grads, embeds, values = _embedding_gradients(scorer, [enc.ids for enc in encoded], answer_ids,
+                                                     [range(*enc.span) for enc in encoded], alphas, baseline,
+                                                     target, prefix_reuse)
     finally:
         scorer.model.train(was_training)
     f_ends = None
@@ -165,8 +239,7 @@ def gradient_attributions(scorer: Scorer, questions: Sequence[str], answers: Seq
                       "pass baseline_id= a real token", stacklevel=2)
     results = []
     for k, enc in enumerate(encoded):
-        g = np.stack(grads[k * m:(k + 1) * m])  # [m, n_tok, H]
-        e = embeds[k * m]  # [n_tok, H]
+        g, e = grads[k], embeds[k]  # [m, n_tok, H], [n_tok, H]
         tokens = fmt.token_strings(enc.question_ids)
         offsets = fmt.question_offsets(questions[k])
         f = make_features(features, questions[k], offsets, tokens, None if spans is None else spans[k])
@@ -177,7 +250,7 @@ def gradient_attributions(scorer: Scorer, questions: Sequence[str], answers: Seq
             contrib = np.array([per_token[grp].sum() for grp in f.groups])
         custom = not (features == "tokens" and (spans is None or spans[k] is None))
         attr = Attribution(question=questions[k], answer=answers[k], tokens=tokens, contributions=contrib,
-                           lp=float(values[k * m]) if not ig else float(f_ends[2 * k]), ablated_lp=None,
+                           lp=float(values[k, 0]) if not ig else float(f_ends[2 * k]), ablated_lp=None,
                            offsets=offsets, method=method, feature_labels=f.labels if custom else None,
                            groups=f.groups if custom else None, target=target)
         if ig:
