@@ -48,6 +48,14 @@ def model_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("unpact-cache")
 
 
+@pytest.fixture(scope="module")
+def cache(model_cache):
+    """``$UNPACT_CACHE`` pointed at the session's private model cache while a module's tests run."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNPACT_CACHE", str(model_cache))
+        yield model_cache
+
+
 @pytest.fixture(scope="session")
 def study(tmp_path_factory):
     """The demo study with default settings, run once: (run dir, metrics)."""

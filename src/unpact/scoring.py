@@ -477,7 +477,7 @@ class Scorer:
         All P·n rows go through the scorer's length-bucketed, left-padded batches (`pack`, as in
         `generate_ids`) with ``do_sample=True``. ``top_k`` = 0 turns off the top-k filter that Hugging
         Face would otherwise apply (k = 50), so ``temperature`` and ``top_p`` alone shape the
-        distribution. ``n`` < 1, ``temperature`` ≤ 0 or ``top_p`` outside (0, 1] raise UnpactError.
+        distribution. The settings are checked by `unpact.recovery.sample_answers`, the one caller.
 
         Reproducible: before each batch the torch RNG is seeded from (``seed``, batch index), inside a
         forked RNG state so the caller's random stream is left as it was. The same seed, prompts and
@@ -488,14 +488,6 @@ class Scorer:
         samples whole batches (`unpact.distributed.map_shards` over the batches), so every sample is
         the one a single process draws.
         """
-        from .errors import UnpactError
-
-        if n < 1:
-            raise UnpactError(f"sampling needs n ≥ 1 samples per question, got {n}")
-        if not temperature > 0:
-            raise UnpactError(f"sampling temperature must be > 0, got {temperature}; use Scorer.generate for greedy")
-        if not 0 < top_p <= 1:
-            raise UnpactError(f"top_p must be in (0, 1], got {top_p}")
         max_new = max_new_tokens or self.max_new_tokens
         rows = [prompt for prompt in prompts for _ in range(n)]  # row p·n + j: sample j of prompt p
         buckets = length_buckets([len(r) for r in rows], self.batch_size)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import UnpactError
 from ..evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
 from ..scoring import Scorer, batch_seed
 
@@ -34,6 +35,13 @@ def sample_answers(scorer: Scorer, questions: Sequence[str], n: int = 8, tempera
     samples depend on which batch and row it lands in, so changing the question list or the batch
     size changes them, as a different seed does.
     """
+    # checked here, once for both backends (local `Scorer`, served `ServedScorer`)
+    if n < 1:
+        raise UnpactError(f"sampling needs n ≥ 1 samples per question, got {n}")
+    if not temperature > 0:
+        raise UnpactError(f"sampling temperature must be > 0, got {temperature}; use Scorer.generate for greedy")
+    if not 0 < top_p <= 1:
+        raise UnpactError(f"top_p must be in (0, 1], got {top_p}")
     return scorer.sample_ids([scorer.fmt.encode(q).ids for q in questions], n, temperature, top_p, top_k, seed,
                              max_new_tokens)
 
