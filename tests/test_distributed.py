@@ -115,6 +115,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _launch_two(script_args: list[str], env: dict[str, str], tries: int = 3) -> None:
+    """Run a script in two CPU processes under `accelerate launch`.
+
+    The rendezvous port is picked free just before the launch, so another program can take it in
+    between: only that failure is retried, on a new port; any other failure shows the processes'
+    output, which a bare CalledProcessError would hide.
+    """
+    # accelerate 1.x's `--cpu` starts several processes only through MPI; `--multi_gpu` starts them
+    # with torchrun, and with no visible GPU and ACCELERATE_USE_CPU they are CPU processes on gloo
+    for _ in range(tries):
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                  "--main_process_port", str(_free_port())]
+        done = subprocess.run([*launch, *script_args], env=env, timeout=600, capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        output = done.stdout + done.stderr
+        if "EADDRINUSE" not in output and "ddress already in use" not in output:
+            break
+    pytest.fail(f"accelerate launch exited {done.returncode}; its output ends:\n{output[-4000:]}")
+
+
 def _compare(one, two, path: str = "") -> list[str]:
     """Paths where the results differ: strings, ints and bools exactly; floats within 1e-5."""
     if isinstance(one, dict):
@@ -146,13 +168,7 @@ def test_two_processes_under_accelerate_launch_give_one_process_results(tmp_path
         path.parent.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}  # no user accelerate config
     subprocess.run([sys.executable, str(SCRIPT), "--out", str(one)], check=True, env=env, timeout=300)
-    # accelerate 1.x's `--cpu` starts several processes only through MPI; `--multi_gpu` starts them
-    # with torchrun, and with no visible GPU and ACCELERATE_USE_CPU they are CPU processes on gloo
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(_free_port())]
-    subprocess.run([*launch, str(SCRIPT), "--out", str(two)], check=True, timeout=300,
-                   env={**env, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""})
+    _launch_two([str(SCRIPT), "--out", str(two)], env={**env, "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""})
 
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
     assert (a.pop("world"), b.pop("world")) == (1, 2)
