@@ -156,6 +156,8 @@ def test_grid_metrics_hold_every_cell_and_no_timings(small_run):
     assert "seconds" not in json.dumps(metrics)
     timings = json.loads((run / "timings.json").read_text())
     assert set(timings["cells"]) == set(metrics["cells"]) and timings["last_run_seconds"] > 0
+    assert set(timings["groups"]) == {"tiny-a__builtin", "tiny-b__builtin"}  # the original models' stages
+    assert all(seconds > 0 for seconds in timings["groups"].values())
     assert not any((run / "cells").glob("*/model"))  # keep_models: false
     assert not any((run / "cells").glob("*/checkpoint"))
 

@@ -40,6 +40,56 @@ def test_batched_generation_equals_one_at_a_time(tiny, tiny_scorer):
     assert any(batched)
 
 
+def test_generation_stops_at_the_first_line_break_with_the_same_answers(tiny, benchmark, monkeypatch):
+    """Answers are cut at their first line break, so generation stops there (a base model would go on
+    writing its next "Question:"): greedy answers and seeded samples are what running all
+    max_new_tokens gives, with fewer forward passes."""
+    import copy
+    from collections import Counter
+
+    from unpact.scoring import Scorer, line_break_tokens
+
+    model, tok, fmt = tiny
+    model = copy.deepcopy(model)
+    # an untied random output layer, so that each prompt's continuation is its own chain of tokens (the
+    # tied one repeats the prompt's last token) and prompts ending in different tokens
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(model.lm_head.weight.shape,
+                                                          generator=torch.Generator().manual_seed(0)))
+    breaks = line_break_tokens(tok, model.get_output_embeddings().weight.shape[0])
+    assert breaks.any() and [("\n" in tok.decode([i])) for i in range(len(tok))] == breaks[:len(tok)].tolist()
+    prompts = [tok.encode(it.question, add_special_tokens=False)[:2 + i % 5]
+               for i, it in enumerate(benchmark["forget"][:12])]
+    # make the line break the model's choice wherever it would write one common token, as a base model
+    # ends its answer line: the row of the break token becomes that token's row, a little larger
+    rows = [model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False, pad_token_id=0)[0, len(p):].tolist()
+            for p in prompts]
+    first = {row[0] for row in rows}
+    common = Counter(t for row in rows for t in row[1:] if t not in first).most_common(1)[0][0]
+    nl = int(breaks.nonzero()[0])
+    with torch.no_grad():
+        model.lm_head.weight[nl] = model.lm_head.weight[common] * 1.05
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+
+    def run(batch_size: int):
+        calls.clear()
+        scorer = Scorer(model, tok, fmt, batch_size=batch_size)
+        greedy = scorer.generate_ids(prompts, max_new_tokens=12)
+        passes = len(calls)
+        samples = scorer.sample_ids(prompts, n=2, temperature=1.0, top_p=1.0, top_k=0, seed=5, max_new_tokens=12)
+        return greedy, samples, passes
+
+    stopping = {size: run(size) for size in (1, 6)}  # alone, and beside rows that go on
+    monkeypatch.setattr(Scorer, "_first_line_only", lambda self: None)
+    for size, (greedy, samples, passes) in stopping.items():
+        greedy_all, samples_all, passes_all = run(size)
+        assert (greedy_all, samples_all) == (greedy, samples), size
+        assert passes < passes_all if size == 1 else passes <= passes_all
+    full = Scorer(model, tok, fmt, batch_size=6).generate_ids(prompts, max_new_tokens=12, raw=True)
+    cut = [g for g, f in zip(stopping[6][0], full, strict=True) if "\n" in f.strip()]
+    assert cut and any(cut)  # answers that were cut at a line break, some after a first word
+
+
 def test_prompt_past_context_is_a_clear_error(tiny_scorer):
     with pytest.raises(UnpactError, match="past the model's context"):
         tiny_scorer.score(["word " * 400], ["x"])

@@ -165,3 +165,30 @@ def test_other_methods_forget_on_the_built_in_model(study, benchmark, name):
     assert accuracy(benchmark["forget"]) <= metrics["base"]["accuracy"]["forget"] - 0.1
     if METHODS[name].retain is not None:
         assert accuracy(benchmark["retain"]) >= RETAIN_FLOOR
+
+
+def test_forget_known_forgets_what_the_model_answers_and_asks_each_question_once(study, tmp_path, monkeypatch):
+    """The forget set is drawn from the items the original model answers; its stage reuses those
+    answers instead of generating them again (a tenth of the stage on Gemma 3 270M)."""
+    from unpact.scoring import Scorer
+
+    run, _ = study
+    s = Study(StudyConfig(), tmp_path, model_dir=run / "model")
+    s.prepare(train=False)
+    pool = len(s.splits["forget"]) + len(s.splits["retain"])
+    asked: list[str] = []
+    generate = Scorer.generate
+    monkeypatch.setattr(Scorer, "generate", lambda self, qs, *a, **k: asked.extend(qs) or generate(self, qs, *a, **k))
+    assert s.forget_known(6, seed=0)
+    base = s.base()
+    assert len(s.splits["forget"]) == 6 and len(s.splits["forget"]) + len(s.splits["retain"]) == pool
+    assert base["answers"]["forget"]["correct"] == [True] * 6
+    questions = [it.question for split in ("forget", "retain", "utility") for it in s.splits[split]]
+    assert sorted(asked) == sorted(questions)  # each once: the pool by forget_known, utility by the stage
+    # a fresh study reading the cached selection reuses the answers too
+    again = Study(StudyConfig(), tmp_path / "again", model_dir=run / "model")
+    again.prepare(train=False)
+    (tmp_path / "again" / "data").mkdir(exist_ok=True)
+    (tmp_path / "again" / "data" / "forget_known.json").write_bytes((tmp_path / "data" / "forget_known.json").read_bytes())
+    assert again.forget_known(6, seed=0, compute=False)
+    assert again.original_answers == s.original_answers and len(again.original_answers) == pool

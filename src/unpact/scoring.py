@@ -19,11 +19,13 @@ stage built on the scorer (attribution, evaluation, recovery) is data-parallel w
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from . import distributed
 
@@ -215,6 +217,36 @@ class Scores:
     sigma: list[np.ndarray] | None = None
 
 
+_LINE_BREAKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def line_break_tokens(tokenizer, vocab: int) -> torch.Tensor:
+    """[vocab] bool: which token ids decode to text holding a line break (cached per tokenizer)."""
+    mask = _LINE_BREAKS.get(tokenizer)
+    if mask is None or len(mask) != vocab:
+        n = min(len(tokenizer), vocab)  # ids past the tokenizer (a padded embedding) never break a line
+        texts = tokenizer.batch_decode([[i] for i in range(n)])
+        mask = torch.zeros(vocab, dtype=torch.bool)
+        mask[[i for i, t in enumerate(texts) if "\n" in t]] = True
+        _LINE_BREAKS[tokenizer] = mask
+    return mask
+
+
+class _UntilLineBreak(StoppingCriteria):
+    """Stops each row once it has produced a line break: `clean_generation` keeps only the answer's
+    first line, so everything after it is thrown away, while a base model under the plain template
+    goes on to write the next "Question: …". A batch still runs until its last row stops (1.06× on
+    Gemma 3 270M's 217 TOFU questions in batches of 16). Rows already stopped stay stopped (generate
+    ANDs the flags) and the others are computed exactly as before, so greedy answers and seeded
+    samples are unchanged."""
+
+    def __init__(self, breaks: torch.Tensor):
+        self.breaks = breaks
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return self.breaks[input_ids[:, -1]]  # [B] bool
+
+
 class Scorer:
     """Scores and generates with one model and prompt format; all heavy calls are batched."""
 
@@ -228,6 +260,11 @@ class Scorer:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def _first_line_only(self) -> StoppingCriteriaList:
+        """The stopping rule for generations that are cut at their first line break."""
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        return StoppingCriteriaList([_UntilLineBreak(line_break_tokens(self.tokenizer, vocab).to(self.device))])
 
     def _check_length(self, n: int, what: str) -> None:
         if self.max_length is not None and n > self.max_length:
@@ -452,6 +489,7 @@ class Scorer:
         """`generate_ids` of the prompts ``todo`` (indices), written into ``outputs`` at those indices."""
         was_training = self.model.training
         self.model.eval()
+        stop = None if raw else self._first_line_only()
         try:
             for bucket in length_buckets([len(prompts[i]) for i in todo], self.batch_size):
                 idx = [todo[j] for j in bucket]
@@ -460,7 +498,7 @@ class Scorer:
                 gen = self.model.generate(
                     input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     max_new_tokens=max_new, do_sample=False, pad_token_id=self.pad_id,
-                    eos_token_id=self.tokenizer.eos_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id, stopping_criteria=stop,
                 )
                 new = gen[:, batch.input_ids.shape[1]:]
                 for row, i in enumerate(idx):
@@ -510,6 +548,7 @@ class Scorer:
         indices), one list of strings per batch, batch b seeded by `batch_seed` (seed, b)."""
         out: list[list[str]] = []
         device = self.device
+        stop = self._first_line_only()
         was_training = self.model.training
         self.model.eval()
         try:
@@ -520,7 +559,7 @@ class Scorer:
                     batch = pack([rows[i] for i in idx], [[] for _ in idx], self.pad_id).to(device)
                     torch.manual_seed(batch_seed(seed, b))
                     gen = self.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                              **settings)
+                                              stopping_criteria=stop, **settings)
                     new = gen[:, batch.input_ids.shape[1]:]
                     out.append([self.fmt.clean_generation(self.tokenizer.decode(new[row], skip_special_tokens=True))
                                 for row in range(len(idx))])

@@ -156,7 +156,11 @@ class Grid:
         with self.ui.overall(f"study {self.cfg.name} (cells)", len(cells), sum(status.values())) as advance:
             for cell in cells:
                 if cell.group not in groups:
+                    t0 = time.perf_counter()
                     groups[cell.group] = self._prepare_group(cell, timings)
+                    if groups[cell.group].pop("computed"):  # the original model's stage ran, not reused
+                        timings.setdefault("groups", {})[cell.group] = round(time.perf_counter() - t0, 2)
+                        write_json(timings_path, timings)
                 study, base = groups[cell.group]["study"], groups[cell.group]["base"]
                 cell_study = self._study(cell)
                 cell_study.bench, cell_study.splits, cell_study.gold = study.bench, study.splits, study.gold
@@ -186,6 +190,7 @@ class Grid:
             study.forget_known(cell.benchmark.forget_known, seed=self.cfg.seeds[0])
         if "train_seconds" in info:
             timings.setdefault("models", {})[cell.group] = info["train_seconds"]
+        computed = not study.base_cached()
         base = study.base()
         if cell.model.gold:
             resolve_model(cell.model.gold)
@@ -193,7 +198,7 @@ class Grid:
         path = study.model_dir.resolve()
         # inside the run directory the path is relative, so the same study run elsewhere matches
         shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else str(path)
-        return {"study": study, "base": base, "model": model_facts({**info, "path": shown})}
+        return {"study": study, "base": base, "model": model_facts({**info, "path": shown}), "computed": computed}
 
     def _run_cell(self, study: Study, cell: Cell, base: dict) -> tuple[dict, bool]:
         """The cell's metrics document, computed or (when finished with the same inputs) reused."""

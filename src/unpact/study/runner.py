@@ -91,6 +91,8 @@ class Study:
         self.ui = reporter or Reporter(quiet=True)
         self.splits: dict[str, list[Item]] = {}
         self.bench: Benchmark | None = None  # what else the benchmark brings: MUSE's ICL, VerbMem, raw text
+        # the original model's greedy answers by item id, when `forget_known` already generated them
+        self.original_answers: dict[str, str] = {}
         # the original model: a folder, or a URL (kept as a string: Path would fold its "//")
         self.model_dir = model_dir if is_served(model_dir) else Path(model_dir) if model_dir else self.out / "model"
 
@@ -194,12 +196,15 @@ class Study:
             return None
         return _digest([r, self.bench.raw.get(r.forget), self.bench.raw.get(r.retain)])
 
-    def _answers(self, scorer: Scorer) -> dict[str, dict]:
-        """Greedy answers and correctness per split: {split: {"answers": [...], "correct": [...]}}."""
+    def _answers(self, scorer: Scorer, known: dict[str, str] | None = None) -> dict[str, dict]:
+        """Greedy answers and correctness per split: {split: {"answers": [...], "correct": [...]}}.
+        ``known``: answers this model already gave, by item id (not generated again)."""
+        known = known or {}
         out = {}
         for split in SPLITS:
             items = self.splits[split]
-            answers = scorer.generate([it.question for it in items])
+            generated = iter(scorer.generate([it.question for it in items if it.id not in known]))
+            answers = [known[it.id] if it.id in known else next(generated) for it in items]
             ok = correctness(answers, [it.answer for it in items], self.cfg.evaluation.rouge_threshold)
             out[split] = {"answers": answers, "correct": ok.tolist()}
             # Per answer token (EOS included, as trained): the penalisation profile's raw material.
@@ -251,6 +256,7 @@ class Study:
         cached = read_json(path) if path.is_file() else {}
         if cached.get("key") == key:
             chosen = set(cached["forget"])
+            self.original_answers = cached.get("answers", {})
         elif not compute:
             return False
         else:
@@ -262,7 +268,9 @@ class Study:
                 raise UnpactError(f"forget_known: {n} requested but {self.model_dir} answers only {len(known)} of "
                                   f"the {len(pool)} forget/retain items correctly; use forget_known ≤ {len(known)}")
             chosen = set(random.Random(seed).sample(known, n))
-            write_json(path, {"key": key, "forget": sorted(chosen), "known": known})
+            # the answers are kept for the original model's stage, which would generate them again
+            self.original_answers = {it.id: a for it, a in zip(pool, answers, strict=True)}
+            write_json(path, {"key": key, "forget": sorted(chosen), "known": known, "answers": self.original_answers})
             self.ui.info(f"forget_known: the original model answers {len(known)} of {len(pool)} items; "
                          f"{n} of them are the forget set")
         self.splits = {**self.splits,  # utility (and a holdout) stay as they are
@@ -277,6 +285,11 @@ class Study:
         return _digest([base_key, asdict(self.cfg.methods[index]), self.cfg.recovery, self.cfg.evaluation,
                         self.cfg.seed, self.gold_key(), self._raw_digest()])
 
+    def base_cached(self) -> bool:
+        """Whether `base` would reuse a finished result."""
+        path = self.out / "base.json"
+        return path.is_file() and read_json(path).get("key") == self.base_key()
+
     def base(self) -> dict:
         """Original model: answers on every split and attributions (oracle KeyTokens) on every item."""
         path = self.out / "base.json"
@@ -285,7 +298,7 @@ class Study:
             return cached
         scorer = self.open(self.model_dir)
         with self.ui.bar("original model: answers, attributions per split, quality", len(SPLITS) + 2) as bar:
-            answers = self._answers(scorer)
+            answers = self._answers(scorer, self.original_answers)
             bar(1, len(SPLITS) + 2)
             loo = {}
             for i, s in enumerate(SPLITS, 2):
