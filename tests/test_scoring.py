@@ -40,6 +40,28 @@ def test_batched_generation_equals_one_at_a_time(tiny, tiny_scorer):
     assert any(batched)
 
 
+def test_generation_batches_by_its_own_size(tiny, monkeypatch):
+    """``generate_batch_size`` sets the rows per generate call (greedy and sampled); scoring keeps
+    ``batch_size``. Greedy answers do not depend on the batching."""
+    from unpact.scoring import Scorer
+
+    model, tok, fmt = tiny
+    questions = [f"Where was person {i} born?" for i in range(10)]
+    rows = []
+    generate = type(model).generate
+    monkeypatch.setattr(type(model), "generate", lambda self, **kw: rows.append(len(kw["input_ids"])) or generate(self, **kw))
+    wide = Scorer(model, tok, fmt, batch_size=2, generate_batch_size=5)
+    answers = wide.generate(questions, max_new_tokens=4)
+    assert rows == [5, 5]
+    rows.clear()
+    wide.sample_ids([fmt.encode(q).ids for q in questions[:3]], n=3, temperature=1.0, top_p=1.0, top_k=0,
+                    seed=0, max_new_tokens=4)
+    assert sorted(rows) == [4, 5]
+    rows.clear()
+    assert Scorer(model, tok, fmt, batch_size=2).generate(questions, max_new_tokens=4) == answers
+    assert rows == [2] * 5
+
+
 def test_generation_stops_at_the_first_line_break_with_the_same_answers(tiny, benchmark, monkeypatch):
     """Answers are cut at their first line break, so generation stops there (a base model would go on
     writing its next "Question:"): greedy answers and seeded samples are what running all

@@ -173,3 +173,24 @@ def test_audit_with_an_unreachable_server_is_one_error_line(tiny, tmp_path, caps
     argv_weights = argv + ["--attacks", "relearn"]
     assert main(argv_weights) == 2
     assert "relearn change the weights, which a served model does not give" in capsys.readouterr().err
+
+
+def test_commands_that_need_weights_refuse_a_url_in_one_line(tmp_path, capsys):
+    """`unpact unlearn --model URL` and a study whose model is a URL say why, not "folder not found"."""
+    from unpact.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("forget", "retain"):
+        (data / f"{split}.jsonl").write_text('{"question": "Where was Ann born?", "answer": "Paris"}\n')
+    assert main(["unlearn", "--model", "http://user:pw@127.0.0.1:1/v1", "--method", "NPO_GDR", "--data", str(data),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "http://127.0.0.1:1/v1: a served model gives log-probs and answers, not its weights" in err[0]
+    assert "pw" not in err[0]
+    config = tmp_path / "study.yaml"
+    config.write_text("name: s\nmodels: [{name: m, path: 'http://127.0.0.1:1/v1'}]\n"
+                      "benchmarks: [{name: b, builtin: {}}]\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "models[0].path" in err and "unpact audit" in err

@@ -198,8 +198,10 @@ def cmd_unlearn(args) -> None:
     from . import distributed
     from .io import write_json
     from .models import load_model, prompt_format
+    from .models.loading import require_weights
     from .unlearn import UnlearnConfig, get_method, unlearn
 
+    require_weights(args.model)
     hparams = _hparams(args.set or [])
     get_method(args.method, **hparams)  # fail on an unknown name or hyper-parameter before loading anything
     _check_training_flags(args)

@@ -104,6 +104,7 @@ class StudyConfig:
 
     seed: int = 0
     batch_size: int = 64
+    generate_batch_size: int | None = None  # rows per generation batch; None: batch_size
     data: DataConfig = field(default_factory=DataConfig)
     model: BuiltinModelConfig = field(default_factory=BuiltinModelConfig)
     methods: list[UnlearnConfig] = field(default_factory=_default_methods)
@@ -171,7 +172,8 @@ class GridConfig:
 
     name: str = "demo"
     seeds: list[int] = field(default_factory=lambda: [0])
-    batch_size: int = 64
+    batch_size: int = 64  # sequences per scoring batch (its [B, T, vocabulary] logits bound it)
+    generate_batch_size: int | None = None  # rows per generation batch (greedy and sampled); None: batch_size
     models: list[ModelSpec] = field(default_factory=lambda: [ModelSpec("builtin", builtin=BuiltinModelConfig())])
     benchmarks: list[BenchmarkSpec] = field(default_factory=lambda: [BenchmarkSpec("builtin", builtin=DataConfig())])
     methods: list[UnlearnConfig] = field(default_factory=_default_methods)
@@ -200,8 +202,8 @@ class GridConfig:
         """The `StudyConfig` of one (model, benchmark, seed): its methods with overrides applied."""
         if methods is None:
             methods = [self.method_for(m, model.name, benchmark.name, seed) for m in self.methods]
-        return StudyConfig(seed=seed, batch_size=self.batch_size, data=benchmark.builtin or DataConfig(),
-                           model=model.builtin or BuiltinModelConfig(), methods=methods,
+        return StudyConfig(seed=seed, batch_size=self.batch_size, generate_batch_size=self.generate_batch_size,
+                           data=benchmark.builtin or DataConfig(), model=model.builtin or BuiltinModelConfig(), methods=methods,
                            attribution=self.attribution, recovery=self.recovery, evaluation=self.evaluation,
                            raw_text=benchmark.raw_text)
 
@@ -280,6 +282,8 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     check(0 <= cfg.attribution.alpha < 1, "attribution.alpha", cfg.attribution.alpha, "use a value in [0, 1)")
     check(cfg.attribution.beta >= 0, "attribution.beta", cfg.attribution.beta, "use an integer ≥ 0")
     check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "use an integer ≥ 1")
+    check(cfg.generate_batch_size is None or cfg.generate_batch_size >= 1, "generate_batch_size",
+          cfg.generate_batch_size, "use an integer ≥ 1, or leave it out to use batch_size")
     for name in ("rouge_threshold", "recovery_threshold", "destructive_threshold"):
         v = getattr(cfg.evaluation, name)
         check(0 <= v <= 1, f"evaluation.{name}", v, "use a value in [0, 1]")
@@ -341,6 +345,10 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
     _check(_folder_name(cfg.name), "name", cfg.name,
            "start with a letter or digit, then letters, digits, '-', '_' or '.' (it names runs/NAME)")
     _unique_names(cfg.models, "models")
+    for i, m in enumerate(cfg.models):
+        _check(not (m.path or "").startswith(("http://", "https://")), f"models[{i}].path", m.path,
+               "a study unlearns, so it needs the weights: give a model folder or a known name; "
+               "judge a served model with `unpact audit`")
     _unique_names(cfg.benchmarks, "benchmarks")
     from .data.benchmarks import FORMATS, HUB_LAYOUTS
 

@@ -250,9 +250,14 @@ class _UntilLineBreak(StoppingCriteria):
 class Scorer:
     """Scores and generates with one model and prompt format; all heavy calls are batched."""
 
-    def __init__(self, model, tokenizer, fmt, batch_size: int = 64, max_new_tokens: int = 16):
+    def __init__(self, model, tokenizer, fmt, batch_size: int = 64, max_new_tokens: int = 16,
+                 generate_batch_size: int | None = None):
         self.model, self.tokenizer, self.fmt = model, tokenizer, fmt
         self.batch_size = batch_size
+        # Generation keeps only the last position's logits, so it can batch wider than scoring, whose
+        # [B, T, V] logits bound the batch on a large vocabulary; on CPU decoding is bound by reading
+        # the weights once per step, so wider is faster (Gemma 3 270M: 64 rows 1.5× faster than 16).
+        self.generate_batch_size = generate_batch_size or batch_size
         self.max_new_tokens = max_new_tokens
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.max_length = getattr(model.config, "max_position_embeddings", None)
@@ -491,7 +496,7 @@ class Scorer:
         self.model.eval()
         stop = None if raw else self._first_line_only()
         try:
-            for bucket in length_buckets([len(prompts[i]) for i in todo], self.batch_size):
+            for bucket in length_buckets([len(prompts[i]) for i in todo], self.generate_batch_size):
                 idx = [todo[j] for j in bucket]
                 self._check_length(max(len(prompts[i]) for i in idx) + max_new, "prompt+generation")
                 batch = pack([prompts[i] for i in idx], [[] for _ in idx], self.pad_id).to(self.device)
@@ -528,7 +533,7 @@ class Scorer:
         """
         max_new = max_new_tokens or self.max_new_tokens
         rows = [prompt for prompt in prompts for _ in range(n)]  # row p·n + j: sample j of prompt p
-        buckets = length_buckets([len(r) for r in rows], self.batch_size)
+        buckets = length_buckets([len(r) for r in rows], self.generate_batch_size)
         settings = {"max_new_tokens": max_new, "do_sample": True, "temperature": temperature, "top_p": top_p,
                     "top_k": top_k, "pad_token_id": self.pad_id, "eos_token_id": self.tokenizer.eos_token_id}
 

