@@ -37,7 +37,7 @@ import torch
 
 from .. import distributed
 from ..errors import UnpactError
-from ..scoring import Scorer, _cache_layout, length_buckets
+from ..scoring import Scorer, _cache_layout, _prefix_kv, length_buckets
 from .ablation import Attribution, ablate, check_target
 from .features import make_features
 
@@ -76,19 +76,6 @@ def _shared_prefix(prompts: list[list[int]], qpos: list[range]) -> int:
     return n
 
 
-@torch.no_grad()
-def _prefix_kv(model: torch.nn.Module, prefix: list[int], with_config: bool,
-               device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Keys and values of ``prefix`` (P tokens, positions 0..P-1): per layer (K, V), each [1, heads, P, d]."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config) if with_config else DynamicCache()
-    ids = torch.tensor([prefix], device=device)
-    model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None], cache=cache, use_cache=True,
-          logits_to_keep=1)
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
 def _embedding_gradients(scorer: Scorer, prompts: list[list[int]], answers: list[list[int]], qpos: list[range],
                          alphas: np.ndarray, baseline_id: int, target: str, prefix_reuse: bool = True,
                          ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
@@ -120,7 +107,11 @@ def _embedding_gradients(scorer: Scorer, prompts: list[list[int]], answers: list
     with_config = _cache_layout(model, max(len(p) + len(a) for p, a in zip(prompts, answers, strict=True))) if P else None
     if with_config is None:
         P = 0
-    kv = _prefix_kv(model, prompts[0][:P], with_config, device) if P else []
+    if P:  # the one shared prefix's keys/values, per layer [P, heads, d] (`unpact.scoring._prefix_kv`)
+        with torch.no_grad():
+            kv, _ = _prefix_kv(model, [prompts[0][:P]], scorer.pad_id, with_config, device)
+    else:
+        kv = []
     seqs = [p[P:] + a[:-1] for p, a in zip(prompts, answers, strict=True)]  # what runs per row
     with torch.no_grad():
         base = emb(torch.tensor([baseline_id], device=device))[0]  # [H]
@@ -157,7 +148,7 @@ def _embedding_gradients(scorer: Scorer, prompts: list[list[int]], answers: list
         a = torch.tensor([alphas[rows[r][1]] for r in bucket], dtype=e.dtype, device=device).view(-1, 1, 1)
         x = torch.where(qmask_t, base + a * (e - base), e).detach().requires_grad_(True)
         if P:
-            cache = [(k_.expand(B, -1, -1, -1), v_.expand(B, -1, -1, -1)) for k_, v_ in kv]
+            cache = [tuple(x.transpose(0, 1)[None].expand(B, -1, -1, -1) for x in layer) for layer in kv]  # [B, heads, P, d]
             cache = DynamicCache(cache, config=model.config) if with_config else DynamicCache(cache)
             mask_t = torch.cat([torch.ones(B, P, dtype=mask_t.dtype, device=device), mask_t], dim=1)  # [B, P + S]
             logits = model(inputs_embeds=x, attention_mask=mask_t, position_ids=position_ids, cache=cache,
