@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from unpact.cli import main
@@ -93,6 +94,8 @@ def test_shipped_configs_load_and_expand_to_their_cells():
     ({"overrides": [{"where": {"method": "GA_GDR"}, "set": {"lr": -1.0}}]}, r"methods\[0\]\.lr: -1.0 is invalid.*after overrides, in builtin × builtin × seed 0"),
     ({"benchmarks": [{"name": "b", "builtin": {"n_entities": 3}}]}, r"data\.n_entities: 3 is invalid"),
     ({"modles": []}, r"modles: unknown key"),
+    ({"models": [{"name": "a", "builtin": {}, "dtype": "bf16"}]},
+     r"models\[0\]\.dtype: 'bf16' is invalid; choose from float32, bfloat16, float16"),
 ])
 def test_bad_grid_configs_name_the_key_path(tmp_path, change, message):
     path = write_config(tmp_path / "study.yaml", change)
@@ -171,6 +174,37 @@ def test_changed_method_settings_rerun_only_their_cells(small_run, tmp_path, cap
     lines = capsys.readouterr().out.splitlines()
     todo = sorted(line.split()[-1] for line in lines if line.startswith("to do"))
     assert todo == ["tiny-a__builtin__TaskVector__s0", "tiny-b__builtin__TaskVector__s0"]
+
+
+def test_a_study_in_bfloat16_scores_every_model_in_it_and_reruns_what_it_changes(small_run, tmp_path, capsys,
+                                                                                 monkeypatch):
+    _, run = small_run
+    half = json.loads(json.dumps(SMALL))
+    half["models"][0]["dtype"] = "bfloat16"
+    config = write_config(tmp_path / "half.yaml", half)
+    assert main(["run", str(config), "--out", str(run), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    todo = sorted(line.split()[-1] for line in lines if line.startswith("to do"))
+    assert todo == [f"tiny-a__builtin__{m}__s0" for m in ("GA_GDR", "NPO_GDR", "TaskVector")]  # not tiny-b
+
+    # one cell of it, run: every scorer (original model, unlearned, quantised, relearned) sees bfloat16
+    import unpact.study.runner as runner
+
+    seen = []
+
+    class Recording(runner.Scorer):
+        def __init__(self, model, *args, **kwargs):
+            seen.append(next(model.parameters()).dtype)
+            super().__init__(model, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "Scorer", Recording)
+    half["models"], half["methods"] = half["models"][:1], half["methods"][2:]
+    Grid(load_config(write_config(tmp_path / "one.yaml", half)), tmp_path / "one").run()
+    assert len(seen) >= 5 and set(seen) == {torch.bfloat16}
+    cell = json.loads((tmp_path / "one" / "cells" / "tiny-a__builtin__TaskVector__s0" / "metrics.json").read_text())
+    assert 0 <= cell["metrics"]["forget_efficacy"] <= 1
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["groups"][0]["model"]["dtype"] == "bfloat16"
+    assert "attacked in bfloat16" in (tmp_path / "one" / "report.html").read_text()
 
 
 def test_results_table_has_a_row_per_cell_in_csv_and_parquet(small_run, tmp_path, capsys):

@@ -112,9 +112,16 @@ class StudyConfig:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     raw_text: RawTextConfig | None = None  # the benchmark's: unlearn from its raw corpora
+    dtype: str | None = None  # the model's: the precision of scores, answers and attacks (None: as loaded)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# The precisions a model can be evaluated in. bfloat16 halves memory and, on CPUs with AMX or
+# AVX512-BF16 and on GPUs, runs the matmuls faster (Gemma 3 270M on 2 CPU cores: 1.7x for greedy
+# generation, 1.8x for scoring), at the price of rounding the weights and activations.
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -127,6 +134,11 @@ class ModelSpec:
     path: str | None = None
     trust_remote_code: bool = False
     gold: str | None = None  # a pretrained model's retrained gold model (trained without the forget set)
+    # The precision the original and every unlearned model are scored, asked and attacked in (None:
+    # the weights' own, float32 for every known model). Training is not affected: unlearning runs in
+    # the precision the weights load in and relearning in float32 (bfloat16 would round away the
+    # small steps they take); a trained model is cast when training is over.
+    dtype: str | None = None
 
 
 @dataclass
@@ -205,7 +217,7 @@ class GridConfig:
         return StudyConfig(seed=seed, batch_size=self.batch_size, generate_batch_size=self.generate_batch_size,
                            data=benchmark.builtin or DataConfig(), model=model.builtin or BuiltinModelConfig(), methods=methods,
                            attribution=self.attribution, recovery=self.recovery, evaluation=self.evaluation,
-                           raw_text=benchmark.raw_text)
+                           raw_text=benchmark.raw_text, dtype=model.dtype)
 
 
 # -- generic dataclass loading -------------------------------------------------------------------
@@ -349,6 +361,8 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
         _check(not (m.path or "").startswith(("http://", "https://")), f"models[{i}].path", m.path,
                "a study unlearns, so it needs the weights: give a model folder or a known name; "
                "judge a served model with `unpact audit`")
+        _check(m.dtype is None or m.dtype in DTYPES, f"models[{i}].dtype", m.dtype,
+               f"choose from {', '.join(DTYPES)}{did_you_mean(str(m.dtype), DTYPES)}")
     _unique_names(cfg.benchmarks, "benchmarks")
     from .data.benchmarks import FORMATS, HUB_LAYOUTS
 

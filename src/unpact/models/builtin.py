@@ -26,6 +26,7 @@ from ..data import Item
 from ..data.rewrites import EMPHASIS_STYLES, STOPWORDS, words
 from ..errors import UnpactError
 from ..io import write_json
+from ..optim import adamw
 from ..scoring import Scorer, answer_token_logprobs, pack
 from .prompt import PlainFormat
 
@@ -143,7 +144,7 @@ def train_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | 
     model = build_model(cfg, tokenizer)
     fmt = PlainFormat(tokenizer)
     scorer = Scorer(model, tokenizer, fmt, batch_size=256, max_new_tokens=12)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    opt = adamw(model.parameters(), cfg.lr, betas=(0.9, 0.98))
     steps_per_epoch = math.ceil(sum(len(training_questions(it, random.Random(0))) for it in items) / cfg.batch_size)
     total = cfg.max_epochs * steps_per_epoch
     warmup = min(100, total // 10)

@@ -23,6 +23,7 @@ import torch
 
 from ..data import Item
 from ..errors import UnpactError
+from ..optim import adamw
 from ..scoring import pack
 from ..unlearn.methods.base import nll
 
@@ -54,19 +55,22 @@ def relearn(model: torch.nn.Module, tokenizer, fmt, items: Sequence[Item], steps
     come from ``seed`` (`relearn_schedule`) and torch is seeded with it in a forked RNG state, so the
     same call gives the same weights (bit for bit on CPU) and the caller's random stream is untouched.
     ``model`` is not changed; the copy (a ``deepcopy``, on the same device) is returned in eval mode.
+    The copy trains in float32 and comes back in ``model``'s dtype: in bfloat16 a step of lr 1e-5 is
+    below the rounding step of most weights and would be lost.
     """
     if not items:
         raise UnpactError("relearning needs at least one item to train on")
     if steps < 1 or batch_size < 1:
         raise UnpactError(f"relearning needs steps ≥ 1 and batch_size ≥ 1, got steps={steps}, batch_size={batch_size}")
-    tuned = copy.deepcopy(model)
+    dtype = next(model.parameters()).dtype
+    tuned = copy.deepcopy(model).float()
     device = next(tuned.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     pairs = [(fmt.encode(it.question).ids, fmt.encode_answer(it.answer, eos=True)) for it in items]
     params = list(tuned.parameters())
     for p in params:
         p.requires_grad_(True)  # a model loaded for inference may come frozen
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = adamw(params, lr)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # dropout, where the model has any
         tuned.train()
@@ -76,4 +80,4 @@ def relearn(model: torch.nn.Module, tokenizer, fmt, items: Sequence[Item], steps
             nll(tuned, batch).backward()
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             opt.step()
-    return tuned.eval()
+    return tuned.to(dtype).eval()

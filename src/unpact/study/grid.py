@@ -198,7 +198,8 @@ class Grid:
         path = study.model_dir.resolve()
         # inside the run directory the path is relative, so the same study run elsewhere matches
         shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else str(path)
-        return {"study": study, "base": base, "model": model_facts({**info, "path": shown}), "computed": computed}
+        facts = model_facts({**info, "path": shown, "dtype": cell.model.dtype})
+        return {"study": study, "base": base, "model": facts, "computed": computed}
 
     def _run_cell(self, study: Study, cell: Cell, base: dict) -> tuple[dict, bool]:
         """The cell's metrics document, computed or (when finished with the same inputs) reused."""

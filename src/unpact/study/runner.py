@@ -16,6 +16,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import distributed
 from ..attribution import (
@@ -123,7 +124,7 @@ class Study:
             return None
         trained = self.cfg.model.key(self._gold_items(), self._all_items()) if self.gold_dir == self.out / "gold" else None
         files = None if trained else self._model_files(self.gold_dir)
-        return _digest(["gold", str(self.gold_dir.resolve()), trained, files, self.cfg.evaluation,
+        return _digest(["gold", str(self.gold_dir.resolve()), trained, files, self.cfg.evaluation, *self._precision(),
                         [[it.to_dict() for it in items] for items in self.splits.values()]])
 
     def _gold_items(self) -> list[Item]:
@@ -162,6 +163,9 @@ class Study:
         return self._scorer(model, tok)
 
     def _scorer(self, model, tokenizer) -> Scorer:
+        """The one scoring engine over ``model``, cast in place to the study's ``dtype`` first (if set)."""
+        if self.cfg.dtype:
+            model.to(getattr(torch, self.cfg.dtype))
         return Scorer(model, tokenizer, prompt_format(tokenizer), batch_size=self.cfg.batch_size,
                       generate_batch_size=self.cfg.generate_batch_size)
 
@@ -239,9 +243,14 @@ class Study:
         return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*")
                       if p.is_file() and p.suffix in (".safetensors", ".json"))
 
+    def _precision(self) -> list[str]:
+        """The dtype as a part of the stage keys; empty when unset, so runs cached before the
+        setting existed are reused."""
+        return [self.cfg.dtype] if self.cfg.dtype else []
+
     def base_key(self) -> str:
         """What the original model's answers and attributions depend on: settings, items, model files."""
-        return _digest([self.cfg.attribution, self.cfg.evaluation, _where(self.model_dir),
+        return _digest([self.cfg.attribution, self.cfg.evaluation, *self._precision(), _where(self.model_dir),
                         self._model_files(), [[it.to_dict() for it in self.splits[s]] for s in SPLITS],
                         self._extras()])
 
@@ -252,7 +261,7 @@ class Study:
         Returns whether the splits were re-split."""
         pool = self.splits["forget"] + self.splits["retain"]
         path = self.out / "data" / "forget_known.json"
-        key = _digest([n, seed, self.cfg.evaluation.rouge_threshold, self._model_files(),
+        key = _digest([n, seed, self.cfg.evaluation.rouge_threshold, *self._precision(), self._model_files(),
                        [it.to_dict() for it in pool]])
         cached = read_json(path) if path.is_file() else {}
         if cached.get("key") == key:
@@ -664,5 +673,6 @@ def _accuracy(correct) -> float | None:
 
 
 def model_facts(info: dict) -> dict:
-    """The model as metrics.json records it: where, how big, how well it learnt (no timings)."""
-    return {k: info[k] for k in ("path", "parameters", "accuracy") if k in info}
+    """The model as metrics.json records it: where, how big, how well it learnt, the precision it was
+    evaluated in where the study sets one (no timings)."""
+    return {k: info[k] for k in ("path", "parameters", "accuracy", "dtype") if info.get(k) is not None}

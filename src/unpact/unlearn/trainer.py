@@ -35,6 +35,7 @@ from ..data import Item
 from ..data.chunks import TextChunk
 from ..errors import UnpactError
 from ..io import write_json
+from ..optim import adamw
 from ..scoring import pack
 from .methods import Method, PrepareData, UnlearnBatch, get_method
 
@@ -370,7 +371,7 @@ def unlearn(model, tokenizer, fmt, forget: list[Example], retain: list[Example],
     method.prepare(model, PrepareData(data.batches))
     train_model = _wrap_lora(model, cfg.lora_rank) if cfg.lora_rank > 0 else model
     params = method.trainable_parameters(train_model)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    opt = adamw(params, cfg.lr)
     ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir else None
     done = _load_checkpoint(ckpt, train_model, opt, key) if (ckpt and resume) else 0
     if ckpt and not resume:
