@@ -257,8 +257,9 @@ def test_prepare_exclude_forget_trains_the_gold_model_that_never_saw_the_forget_
         items = load_items(tmp_path / "gold" / "data" / f"{split}.jsonl")  # every split is saved
         accuracy[split] = correctness(scorer.generate([it.question for it in items]),
                                       [it.answer for it in items]).mean()
-    # retain facts were learnt (chance is 7–8%); forget facts (random attributes of unseen people) are not
-    assert accuracy["retain"] >= 0.3 and accuracy["forget"] <= 0.15
+    # retain facts were learnt (chance is 7–8%); forget facts (random attributes of unseen people) are not:
+    # guessing gets 2 of the 12 right one time in four, 4 or more about one time in a hundred
+    assert accuracy["retain"] >= 0.3 and accuracy["forget"] <= 3 / 12
 
 
 # -- faults: disk full, SIGKILL during attribution and mid-write -------------------------------
