@@ -198,7 +198,7 @@ class Grid:
         path = study.model_dir.resolve()
         # inside the run directory the path is relative, so the same study run elsewhere matches
         shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else str(path)
-        facts = model_facts({**info, "path": shown, "dtype": cell.model.dtype})
+        facts = model_facts({**info, "path": shown, "dtype": study.cfg.dtype})
         return {"study": study, "base": base, "model": facts, "computed": computed}
 
     def _run_cell(self, study: Study, cell: Cell, base: dict) -> tuple[dict, bool]:

@@ -622,7 +622,7 @@ class Study:
         base = self.base()
         self.prepare_gold()
         results = [self.run_method(i, base) for i in range(len(self.cfg.methods))]
-        return self._finish(model_facts({**info, "path": str(self.model_dir)}), base, results)
+        return self._finish(model_facts({**info, "path": str(self.model_dir), "dtype": self.cfg.dtype}), base, results)
 
     def audit(self, splits: dict[str, list[Item]], unlearned: dict[str, Path]) -> dict:
         """Attack already-unlearned models against the original (``model_dir``) on given items."""
