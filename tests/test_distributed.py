@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from unpact.unlearn.methods import METHODS, PrepareData, UnlearnBatch, get_metho
 from unpact.unlearn.trainer import _Data, _forget_units
 
 SCRIPT = Path(__file__).with_name("distributed_script.py")
+EXIT_SCRIPT = Path(__file__).with_name("distributed_exit_script.py")
 
 # -- one process: the helpers do nothing and cost nothing ----------------------------------------
 
@@ -115,12 +117,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_two(script_args: list[str], env: dict[str, str], tries: int = 3) -> None:
-    """Run a script in two CPU processes under `accelerate launch`.
+def _launch_two(script_args: list[str], env: dict[str, str], tries: int = 3,
+                expect_failure: bool = False) -> subprocess.CompletedProcess:
+    """Run a script in two CPU processes under `accelerate launch`; returns the finished launch.
 
     The rendezvous port is picked free just before the launch, so another program can take it in
     between: only that failure is retried, on a new port; any other failure shows the processes'
-    output, which a bare CalledProcessError would hide.
+    output, which a bare CalledProcessError would hide. ``expect_failure``: a non-zero exit is the
+    expected outcome and is returned, not failed on.
     """
     # accelerate 1.x's `--cpu` starts several processes only through MPI; `--multi_gpu` starts them
     # with torchrun, and with no visible GPU and ACCELERATE_USE_CPU they are CPU processes on gloo
@@ -129,9 +133,9 @@ def _launch_two(script_args: list[str], env: dict[str, str], tries: int = 3) -> 
                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                   "--main_process_port", str(_free_port())]
         done = subprocess.run([*launch, *script_args], env=env, timeout=600, capture_output=True, text=True)
-        if done.returncode == 0:
-            return
         output = done.stdout + done.stderr
+        if done.returncode == 0 or (expect_failure and "EADDRINUSE" not in output):
+            return done
         if "EADDRINUSE" not in output and "ddress already in use" not in output:
             break
     pytest.fail(f"accelerate launch exited {done.returncode}; its output ends:\n{output[-4000:]}")
@@ -180,3 +184,34 @@ def test_two_processes_under_accelerate_launch_give_one_process_results(tmp_path
         assert wa.keys() == wb.keys()
         worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
         assert worst <= 1e-5, f"{name}: weights differ by {worst:.2e}"
+
+
+def _cpu_env(tmp_path) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "true",
+            "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_two_processes_close_their_process_group_at_exit(tmp_path):
+    """The process group is destroyed before the interpreter ends, so no gloo thread is left to abort
+    the process at shutdown (``terminate called without an active exception``, SIGABRT)."""
+    done = _launch_two([str(EXIT_SCRIPT), "--mode", "clean"], _cpu_env(tmp_path))
+    output = done.stdout + done.stderr
+    assert "process 0 done" in output and "process 1 done" in output
+    assert "terminate called" not in output and "closing barrier failed" not in output
+
+
+def test_a_process_dying_of_an_error_does_not_wait_at_the_closing_barrier(tmp_path):
+    """Process 1 raises while process 0 waits for it in a collective: process 1 closes at once (a
+    closing barrier would wait `CLOSING_TIMEOUT_S` for a process stuck elsewhere), the launcher stops
+    the run, and the error is what the user sees."""
+    started = time.monotonic()
+    done = _launch_two([str(EXIT_SCRIPT), "--mode", "fail"], _cpu_env(tmp_path), expect_failure=True)
+    elapsed = time.monotonic() - started
+    assert done.returncode != 0
+    assert "process 1 failed on purpose" in done.stdout + done.stderr
+    assert elapsed < distributed.CLOSING_TIMEOUT_S / 2, f"the failed run took {elapsed:.0f} s to stop"
+
+
+def test_close_without_a_process_group_does_nothing():
+    distributed.close()  # a plain process: no group to end, no error
+    assert not distributed._closing_registered

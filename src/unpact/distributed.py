@@ -19,6 +19,7 @@ MPI (``--mpirun_hostfile``).
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import sys
@@ -32,6 +33,58 @@ T = TypeVar("T")
 _SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 # > 0 while code runs on this process alone (`local`): then the helpers act as with one process.
 _alone = 0
+# How long a clean exit waits at its closing barrier for the other processes before closing anyway.
+CLOSING_TIMEOUT_S = 300
+_closing_registered = False
+_uncaught = False  # set by the exception hook: this process is dying of an error
+
+
+def _note_uncaught(hook):
+    def noted(*exc_info):
+        global _uncaught
+        _uncaught = True
+        hook(*exc_info)
+
+    return noted
+
+
+def _register_closing() -> None:
+    """Make the process group end before the interpreter does (`close`), once per process."""
+    global _closing_registered
+    if not _closing_registered:
+        _closing_registered = True
+        sys.excepthook = _note_uncaught(sys.excepthook)
+        atexit.register(close)
+
+
+def close() -> None:
+    """End this process's part of the process group: wait for the others (on a clean exit), then
+    destroy the group. Registered at exit as soon as a launcher's process state exists.
+
+    Without it the group is torn down by C++ destructors while the interpreter shuts down, and a gloo
+    thread still running then aborts the process (``terminate called without an active exception``,
+    SIGABRT), so a launcher reports a finished run as failed. The barrier keeps one process from
+    closing its connections while another still completes the last collective. A process dying of
+    an uncaught error skips it: the others may be inside another collective and would never arrive,
+    so it closes at once and the launcher stops the rest. The barrier's timeout bounds the wait of a
+    clean exit for a process that died another way (the launcher then reports that one).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if not _uncaught:
+            if dist.get_backend() == "gloo":  # gloo can say which process never arrived
+                from datetime import timedelta
+
+                dist.monitored_barrier(timeout=timedelta(seconds=CLOSING_TIMEOUT_S), wait_all_ranks=True)
+            else:
+                dist.barrier()
+    except Exception as e:  # at exit: report, then close anyway
+        print(f"unpact: closing barrier failed on process {dist.get_rank()}: {e}", file=sys.stderr)
+    finally:
+        dist.destroy_process_group()
 
 
 def _state():
@@ -39,7 +92,10 @@ def _state():
     when running as one plain process (nothing is created, no process group is set up)."""
     made = sys.modules.get("accelerate.state")  # not imported for a plain single process: it costs time
     if made is not None and made.PartialState._shared_state:  # made already, by us or the program
-        return made.PartialState()
+        state = made.PartialState()
+        if state.num_processes > 1:
+            _register_closing()
+        return state
     if max(int(os.environ.get(k, "1") or 1) for k in _SIZE_VARIABLES) <= 1:
         return None
     import torch
@@ -49,7 +105,9 @@ def _state():
     # CPU processes (ACCELERATE_USE_CPU, or no GPU at all: torchrun-started processes on a CPU machine)
     # must say so, or PartialState finds no GPU backend and sets up no process group: each process
     # would then do all the work alone. Accelerator reads the flag itself; PartialState does not.
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    _register_closing()
+    return state
 
 
 def world() -> int:
