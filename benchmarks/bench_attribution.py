@@ -10,7 +10,7 @@ log-prob (captum's quantity), replacing each question token by the pad token:
 - LOO: `unpact.attribution.loo_attributions(ablation="replace")` (all ablations of all prompts in one
   batched scorer call) vs captum ``LLMAttribution(FeatureAblation)`` in its correct mode
   ``forward_in_tokens=False`` (one forward of prompt+answer per perturbation; captum's default cached
-  mode is wrong under transformers 5, see DESIGN.md), one prompt at a time;
+  mode is wrong under transformers 5, see docs/design.md, Known pitfalls in peers), one prompt at a time;
 - IG: `unpact.attribution.gradient_attributions` (all steps of all prompts batched, one backward per
   batch) vs captum
   ``LLMGradientAttribution(LayerIntegratedGradients)`` on the embedding layer (one IG per answer token),

@@ -1,7 +1,8 @@
 """unpact's replace-ablation LOO and integrated gradients against captum 0.9 on the same model, prompt,
 target and baseline (captum is a test-only dependency).
 
-captum is run only in its correct modes (DESIGN.md): FeatureAblation through LLMAttribution with
+captum is run only in its correct modes (docs/design.md, Known pitfalls in peers): FeatureAblation
+through LLMAttribution with
 ``forward_in_tokens=False`` (one forward of prompt+answer per perturbation; its default cached mode is
 wrong under transformers 5). captum attributes every token of the whole prompt text and its quantity is
 the *summed* answer log-prob, so unpact runs with ``target="sum"`` and only the question-token entries of

@@ -1,12 +1,19 @@
+import argparse
 import json
+import re
 
 import numpy as np
 import pytest
 
-from unpact.attribution import loo_attributions
-from unpact.cli import main
+from unpact.attribution import ABLATIONS, DEFAULT_ALPHA, DEFAULT_BETA, FEATURE_KINDS, loo_attributions
+from unpact.attribution import METHODS as ATTRIBUTION_METHODS
+from unpact.cli import build_parser, main
 from unpact.models import PlainFormat, load_model
+from unpact.models.registry import KNOWN
+from unpact.recovery import ATTACKS
 from unpact.scoring import Scorer
+from unpact.study.audit import PROMPT_ATTACKS, WEIGHT_ATTACKS
+from unpact.unlearn import METHODS as UNLEARN_METHODS
 
 
 def run_cli(capsys, *argv):
@@ -61,6 +68,29 @@ def test_methods_lists_every_method_with_defaults(capsys):
     code, out, _ = run_cli(capsys, "methods")
     assert code == 0
     assert "GA_GDR" in out and "NPO_GDR" in out and "beta=0.1" in out
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_every_option_of_every_subcommand_has_help(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: registry names are not wrapped apart
+    commands = _subcommands(build_parser())
+    assert len(commands) >= 10
+    undocumented = [f"unpact {name} {'/'.join(a.option_strings) or a.dest}"
+                    for name, command in commands.items() for a in command._actions
+                    if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
+    assert undocumented == []
+    helps = {name: command.format_help() for name, command in commands.items()}
+    # Lists of valid names come from their registries, so a new method or attack shows up by itself.
+    for command, names in [("unlearn", UNLEARN_METHODS), ("attribute", ATTRIBUTION_METHODS),
+                           ("attribute", ABLATIONS), ("attribute", FEATURE_KINDS), ("recover", ATTACKS.selectable()),
+                           ("audit", PROMPT_ATTACKS + WEIGHT_ATTACKS), ("models", KNOWN)]:
+        for name in names:
+            assert re.search(rf"[ :]{re.escape(name)}[,)\s]", helps[command]), (command, name)
+    assert f"(default {DEFAULT_ALPHA})" in helps["attribute"] and f"(default {DEFAULT_BETA})" in helps["attribute"]
 
 
 def test_attribute_json_matches_the_library(capsys, study):

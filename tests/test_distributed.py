@@ -4,6 +4,7 @@ checked against the same work done by one process."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ from safetensors.torch import load_file
 from unpact import distributed
 from unpact.errors import UnpactError
 from unpact.unlearn.methods import METHODS, PrepareData, UnlearnBatch, get_method
+from unpact.unlearn.methods.base import REDUCTIONS
 from unpact.unlearn.trainer import _Data, _forget_units
 
 SCRIPT = Path(__file__).with_name("distributed_script.py")
@@ -86,26 +88,47 @@ def test_errors_that_cannot_be_pickled_still_reach_the_other_processes():
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_weighted_shares_of_a_step_give_the_whole_steps_forget_loss(name, tiny, benchmark):
     """What makes the multi-process gradient exact: the whole batch's forget loss is the sum of the
-    shares' losses, each weighted by its share of the terms the method averages over (tokens or
-    items, `_forget_units`). Gradients are linear in the losses, so this holds for them too."""
+    shares' losses, each weighted by its share of the terms the method declares its forget loss a
+    mean over (`Method.forget_reduction`, counted by `_forget_units`). Gradients are linear in the
+    losses, so this holds for them too. Every other reduction that weights the shares differently
+    misses the whole loss: a method declaring the wrong one fails here. The losses are taken on a
+    perturbed copy of the model: at the reference, NPO's loss is (2/β)·log 2 for every item, and any
+    weighting would recombine it; and β = 0.1 for every method, as SimNPO's default 4.5 saturates
+    log σ on this model's large NLL (every item's loss ≈ 0)."""
     model, tok, fmt = tiny
     forget, retain = benchmark["forget"][:7], benchmark["retain"][:4]
-    method = get_method(name)
-    data = _Data(fmt, forget, retain, tok.pad_token_id, torch.device("cpu"), 0, method.needs_refusals,
-                 method.needs_blank_questions)
+    method = get_method(name, **({"beta": 0.1} if "beta" in METHODS[name].defaults else {}))
+    # refusals and blanked questions for every method, so that every reduction can be counted
+    data = _Data(fmt, forget, retain, tok.pad_token_id, torch.device("cpu"), 0, True, True)
     method.prepare(model, PrepareData(data.batches))
+    moved = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
 
     def loss(idx):
         batch = UnlearnBatch(data.packed("forget", idx), None, torch.tensor(idx), torch.tensor([0]),
-                             data.packed("forget_alt", idx) if method.needs_refusals else None)
+                             data.packed("forget_alt", idx))
         with torch.no_grad():
-            return float(method.forget_loss(model, batch)[0])
+            return float(method.forget_loss(moved, batch)[0])
 
     whole = [6, 0, 3, 5, 1, 4, 2]
     shares = [whole[:4], whole[4:]]  # two processes' contiguous shares, of unequal answer lengths
-    total = _forget_units(method, data, whole)
-    split = sum(_forget_units(method, data, s) / total * loss(s) for s in shares)
-    assert split == pytest.approx(loss(whole), rel=1e-5, abs=1e-6)
+    losses, target = [loss(s) for s in shares], loss(whole)
+
+    def weights(reduction):
+        total = _forget_units(reduction, data, whole)
+        return [_forget_units(reduction, data, s) / total for s in shares]
+
+    def recombined(reduction):
+        return sum(w * v for w, v in zip(weights(reduction), losses, strict=True))
+
+    declared = weights(method.forget_reduction)
+    assert recombined(method.forget_reduction) == pytest.approx(target, rel=1e-5, abs=1e-6)
+    for other in REDUCTIONS:
+        if weights(other) != pytest.approx(declared, abs=1e-3):
+            assert recombined(other) != pytest.approx(target, rel=1e-5, abs=1e-6), other
 
 
 # -- two processes against one -------------------------------------------------------------------

@@ -101,3 +101,56 @@ def test_score_with_prefixes_refuses_a_wrong_prefix(tiny_scorer):
     with pytest.raises(ValueError, match="hides a position inside"):
         tiny_scorer.score_with_prefixes(bases, prompts, answers, base_of, shared, [[0]] * len(prompts))
     assert tiny_scorer.score_with_prefixes(bases, [], [], [], []).mean.size == 0
+
+
+def test_the_public_prefix_cache_is_what_gradient_attribution_computed_inline(tiny_scorer, monkeypatch):
+    """`Scorer.prefix_cache` and `Scorer.forward_embeds` (what `unpact.attribution.gradients` uses)
+    give bit for bit what it computed before from the private helpers: the shared prefix's keys/values
+    [P, heads, d], expanded to every row, the attention mask lengthened by P ones. The cached forward
+    also equals running the whole sequences, up to float rounding."""
+    import torch
+    from transformers import DynamicCache
+
+    from unpact.attribution.gradients import _shared_prefix
+    from unpact.scoring import _cache_layout, _prefix_kv
+
+    model, fmt, pad = tiny_scorer.model, tiny_scorer.fmt, tiny_scorer.pad_id
+    encoded = [fmt.encode(q) for q in QUESTIONS]
+    prompts, answers = [e.ids for e in encoded], [fmt.encode_answer(a) for a in ANSWERS]
+    P = _shared_prefix(prompts, [range(*e.span) for e in encoded])
+    max_len = max(len(p) + len(a) for p, a in zip(prompts, answers, strict=True))
+    prefix = tiny_scorer.prefix_cache(prompts[0][:P], max_len)
+    with_config = _cache_layout(model, max_len)
+    assert P > 0 and with_config is not None and prefix is not None
+    kv, L = _prefix_kv(model, [prompts[0][:P]], pad, with_config, tiny_scorer.device)
+    assert (prefix.length, prefix.with_config) == (L, with_config) == (P, with_config)
+    assert len(prefix.kv) == len(kv) and all(torch.equal(a, b) for la, lb in zip(prefix.kv, kv, strict=True)
+                                             for a, b in zip(la, lb, strict=True))
+
+    seqs = [p + a[:-1] for p, a in zip(prompts, answers, strict=True)]  # as gradients.py runs them
+
+    def left_padded(rows):
+        ids, mask = torch.full((B, max(map(len, rows))), pad), torch.zeros(B, max(map(len, rows)), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, ids.shape[1] - len(row):], mask[r, ids.shape[1] - len(row):] = torch.tensor(row), 1
+        return ids, mask
+
+    B, T = len(seqs), max(map(len, answers))
+    ids, mask = left_padded([s[P:] for s in seqs])  # [B, S]: what runs after the cached prefix
+    whole_ids, whole_mask = left_padded(seqs)  # [B, P + S]
+    emb = model.get_input_embeddings()
+    with torch.no_grad():
+        suffix = emb(ids)
+        position_ids = P + (mask.cumsum(1) - 1).clamp(min=0)
+        got = tiny_scorer.forward_embeds(suffix, mask, position_ids, T, prefix)
+        layers = [tuple(x.transpose(0, 1)[None].expand(B, -1, -1, -1) for x in layer) for layer in kv]
+        cache = DynamicCache(layers, config=model.config) if with_config else DynamicCache(layers)
+        inline = model(inputs_embeds=suffix, attention_mask=torch.cat([torch.ones(B, P, dtype=mask.dtype), mask], 1),
+                       position_ids=position_ids, cache=cache, use_cache=True, logits_to_keep=T).logits
+        whole = tiny_scorer.forward_embeds(emb(whole_ids), whole_mask, (whole_mask.cumsum(1) - 1).clamp(min=0), T)
+    assert got.shape == (B, T, emb.weight.shape[0]) and torch.equal(got, inline)
+    torch.testing.assert_close(got, whole, atol=1e-5, rtol=1e-5)
+
+    assert tiny_scorer.prefix_cache([], max_len) is None  # nothing to reuse
+    monkeypatch.setattr(unpact.scoring, "_cache_layout", lambda model, n: None)
+    assert tiny_scorer.prefix_cache(prompts[0][:P], max_len) is None  # a cache the model cannot lay out

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from unpact.errors import UnpactError
-from unpact.recovery.prompts import few_shot_questions, paraphrase_questions
+from unpact.recovery.few_shot import few_shot_questions
+from unpact.recovery.paraphrase import paraphrase_questions
 from unpact.recovery.quantize import quantization_error, quantize_model
 from unpact.recovery.relearn import relearn, relearn_schedule
 from unpact.recovery.sampling import any_correct, sample_answers

@@ -164,10 +164,10 @@ def test_the_study_counts_paraphrase_and_few_shot_recoveries_per_item(benchmark,
     study = Study(cfg, tmp_path)
     study.splits = {"forget": forget, "retain": benchmark["retain"][:12], "utility": []}
     scorer = _PromptStandIn(forget, paraphrase_ok={forget[0].id, forget[3].id}, few_shot_ok={forget[3].id, forget[5].id})
-    out = study._baseline_attacks(scorer)
+    study.cfg.recovery.styles = []  # FocusOnKey always runs, once per style: none here
+    out = study.attack(scorer)
     assert set(out) == {"paraphrase", "few_shot"}
     assert out["paraphrase"]["correct"] == [True, False, False, True, False, False]
     assert out["few_shot"]["correct"] == [False, False, False, True, False, True]
-    assert not out["paraphrase"]["changes_weights"] and not out["few_shot"]["changes_weights"]
     before, after = np.ones(6, bool), np.zeros(6, bool)
     assert recovery_rate(before, after, np.array(out["few_shot"]["correct"])) == pytest.approx(2 / 6)

@@ -325,16 +325,18 @@ GRID_GROUPS = {"tiny__builtin": ("tiny", "builtin"), "small__tofu": ("small", "t
 GRID_OUTCOMES = ("forgotten", "recovered", "destroyed", "kept", "not_known")
 
 
-def write_grid_run(path, labels=tuple(METHODS)):
+def write_grid_run(path, labels=tuple(METHODS), method_metrics=None):
     """A fake study-grid run directory: the two GRID_GROUPS × ``labels`` (one seed). Only the first
-    group's last method destroyed a retain answer, so its records say which group a row belongs to."""
+    group's last method destroyed a retain answer, so its records say which group a row belongs to.
+    ``method_metrics(quadrant)`` makes each method's metrics (default: `_method_metrics`)."""
+    method_metrics = method_metrics or _method_metrics
     groups, cells, rows = [], {}, []
     for index, (group_id, (model, benchmark)) in enumerate(GRID_GROUPS.items()):
         methods = {}
         for label, quadrant in zip(labels, METHODS.values(), strict=True):
             cell = f"{group_id}__{label}__s0"
             base = {"method": label.split()[0], "seed": 0}
-            methods[label] = _method_metrics(quadrant) | base | {"cell": cell}
+            methods[label] = method_metrics(quadrant) | base | {"cell": cell}
             cells[cell] = base | {"group": group_id, "model": model, "benchmark": benchmark, "label": label}
             tags = {"group": group_id, "cell": cell, "model_name": model, "benchmark": benchmark, "seed": 0}
             lost = "destroyed" if index == 0 and label == labels[-1] else "kept"
@@ -343,6 +345,24 @@ def write_grid_run(path, labels=tuple(METHODS)):
         group = {"id": group_id, "model_name": model, "benchmark": benchmark}
         groups.append(group | _run_metrics(methods, model=f"runs/{model}/model"))
     return _write_run(path, {"study": "demo", "groups": groups, "cells": cells}, rows)
+
+
+# The demo's seven methods, as its summary shows them: FocusOnKey with oracle and self-chosen keywords,
+# each beside its placebo, and the strongest baseline attack.
+DEMO_METHODS = {"GA_GDR": "insufficient+destructive", "GA_KLR": "insufficient", "NPO_GDR": "destructive",
+                "NPO_KLR": "reliable", "TaskVector": "insufficient+destructive", "RMU": "reliable",
+                "KeyNPO": "insufficient"}
+
+
+def demo_method_metrics(quadrant: str) -> dict:
+    """One method's metrics with every summary column at its widest realistic value."""
+    attacks = {"focus_on_key:instruction": 0.182, "placebo:instruction": 0.091, "focus_on_key_self:instruction": 1.0,
+               "sampling": 0.25, "paraphrase": 0.125, "few_shot": 0.0, "quantize_int8": 1.0, "relearn": 0.625}
+    return _method_metrics(quadrant) | {
+        "forget_efficacy": 1.0, "recovery_rate": attacks,
+        "recovery_excess": {"focus_on_key:instruction": 0.091, "focus_on_key_self:instruction": 0.909},
+        "destructive_rate": 0.035, "accuracy": {"forget": 0.0, "retain": 0.875, "utility": 1.0},
+    }
 
 
 @pytest.fixture
@@ -438,7 +458,7 @@ def test_grid_overview_has_a_row_per_cell_linking_to_its_section(grid_dir, grid_
     overview = grid_html.split('<table class="overview')[1].split("</table>")[0]
     rows = re.findall(r'<tr data-cell="([^"]+)" data-method="[^"]+">(.*?)</tr>', overview, re.S)
     assert [cell for cell, _ in rows] == list(cells)
-    row = dict(rows)["small__tofu__NPO_GDR__s0"]
+    row = dict(rows)["small__tofu__NPO_GDR__s0"].replace("<wbr>", "")  # line-break hints in long words
     assert '<a href="#g2-method-2">NPO_GDR</a>' in row
     assert ">small<" in row and ">tofu<" in row and ">0<" in row
     assert "FocusOnKey:instruction" in row and "50.0% (–)" in row
@@ -492,3 +512,23 @@ def test_console_summary_of_a_grid_shows_every_group(grid_dir):
     for model, benchmark in GRID_GROUPS.values():
         assert f"{model} × {benchmark}: forget 100.0%" in text  # each group's base accuracy
         assert re.search(rf"{model}\s+│\s+{benchmark}\s+│\s+NPO_GDR\s+│\s+85\.0%", text)
+
+
+@pytest.mark.parametrize("shape", ["demo", "grid"])
+def test_console_summary_fits_120_columns_when_the_width_is_unknown(tmp_path, capsys, monkeypatch, shape):
+    # Piped output (pytest's capture, a log, CI) with no COLUMNS: nothing says how wide it may be.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    if shape == "demo":
+        metrics = _run_metrics({name: demo_method_metrics(q) for name, q in DEMO_METHODS.items()}) | {"study": "demo"}
+    else:
+        metrics = json.loads((write_grid_run(tmp_path, method_metrics=demo_method_metrics) / "metrics.json").read_text())
+    print_summary(metrics)
+    text = capsys.readouterr().out
+    assert max(map(len, text.splitlines())) <= 120, text
+    # Nothing cropped at the edge, and every cell shown whole, on one line.
+    assert all(line.rstrip()[-1] in "┓┃┩│┤┘" for line in text.splitlines() if line[:1] in "┏┃┡│├└"), text
+    header, rows = summary_rows(metrics)
+    assert "Recovery FocusOnKey_self:instruction (placebo)" in header  # both keyword sources
+    for row in rows:
+        assert re.search(r"\s+│\s+".join(map(re.escape, row[: header.index("Method") + 1])), text), row
+        assert all(cell in text for cell in row)

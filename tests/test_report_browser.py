@@ -18,7 +18,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from test_report import GRID_GROUPS, METHODS, OUTCOMES, TOKENS, write_grid_run
+from test_report import GRID_GROUPS, METHODS, OUTCOMES, TOKENS, demo_method_metrics, write_grid_run
 from unpact.report import render_report
 from unpact.report.heatmap import NEGATIVE_RGB, POSITIVE_RGB, colour
 
@@ -40,6 +40,24 @@ FLAGS = [
 ]
 # Tall enough to reach the first method's heatmaps below the reading guide, overview and plot.
 WINDOW = "--window-size=1280,4000"
+
+# A common laptop browser window: every table must fit in it whole, not run off the right edge (nor
+# scroll sideways inside a container; that only hides the overflow).
+LAPTOP_WIDTH = 1400
+
+# Appended to a copy of the page: opens every item and destroyed-answers list, so that the tables inside
+# them are laid out too, and records the page's and every table's extent in the <body>'s data-fit.
+FIT_PROBE = """<script>
+for (const details of document.querySelectorAll("details")) details.open = true;
+for (const toggle of document.querySelectorAll("input.toggle")) toggle.checked = true;
+const root = document.documentElement;
+const tables = [...document.querySelectorAll("table")].filter((t) => t.getClientRects().length > 0).map((t) => ({
+  name: t.className || "(no class)", right: t.getBoundingClientRect().right,
+  parentRight: t.parentElement.getBoundingClientRect().right,
+  parentScroll: t.parentElement.scrollWidth, parentClient: t.parentElement.clientWidth,
+}));
+document.body.dataset.fit = JSON.stringify({scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, tables});
+</script>"""
 
 # Appended to a copy of the page (the report itself has no script): sets each (method, outcome) filter
 # pair and records which items the browser then lays out, in the <body>'s data-probe attribute.
@@ -132,3 +150,23 @@ def test_filters_show_only_the_chosen_items(tmp_path, page):
     assert npo["items"] == ["NPO_GDR/" + o for o in OUTCOMES] * len(GRID_GROUPS)
     assert npo["cells"] == ["NPO_GDR/undefined"] * len(GRID_GROUPS)  # overview rows follow the method filter
     assert seen["f-method-1 f-outcome-destroyed"]["items"] == []  # GA_GDR destroyed nothing
+
+
+def test_every_table_fits_a_1400_pixel_window(tmp_path):
+    # The demo's widest summary: FocusOnKey with oracle and self keywords, the weight attacks, every
+    # quadrant; a grid, so the overview table is there too.
+    run = tmp_path / "run"
+    run.mkdir()
+    page = render_report(write_grid_run(run, method_metrics=demo_method_metrics))
+    probe = page.with_name("fit.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", FIT_PROBE + "</body>"), encoding="utf-8")
+    result = _chromium(tmp_path, probe, f"--window-size={LAPTOP_WIDTH},1000", "--dump-dom")
+    fit = json.loads(html.unescape(re.search(r'data-fit="([^"]*)"', result.stdout).group(1)))
+    assert fit["scrollWidth"] <= fit["clientWidth"] <= LAPTOP_WIDTH  # the page never scrolls sideways
+    names = Counter(t["name"] for t in fit["tables"])
+    assert names["summary"] == len(GRID_GROUPS) and names["overview summary"] == 1
+    assert names["destroyed"] >= 1 and names["attacks"] == len(GRID_GROUPS) * len(METHODS) * len(OUTCOMES)
+    for table in fit["tables"]:
+        # Half a pixel: layout positions are fractional.
+        assert table["right"] <= min(fit["clientWidth"], table["parentRight"]) + 0.5, table
+        assert table["parentScroll"] <= table["parentClient"], table  # no sideways scrolling inside either

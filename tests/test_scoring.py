@@ -144,3 +144,70 @@ def test_distribution_stats_match_the_full_next_token_distribution(tiny, tiny_sc
         np.testing.assert_allclose(mu, ref_mu, atol=1e-4)
         np.testing.assert_allclose(sigma, ref_sigma, atol=1e-4)
         assert (sigma > 0.01).all()  # a sharpened random model: not a point mass, the check bites
+
+
+def test_every_operation_runs_in_eval_mode_and_gives_the_training_mode_back(tiny, tiny_scorer):
+    from unpact.attribution.gradients import gradient_attributions
+
+    model, _, fmt = tiny
+    modes = []
+    hook = model.register_forward_hook(lambda module, *args: modes.append(module.training))
+    prompts, answers = [fmt.encode("Who?").ids], [fmt.encode_answer("Ann")]
+    model.train()
+    try:
+        tiny_scorer.score_ids(prompts, answers, distribution=True)
+        tiny_scorer.score_with_prefixes(prompts, prompts, answers, [0], [1])
+        tiny_scorer.generate_ids(prompts, max_new_tokens=2)
+        tiny_scorer.sample_ids(prompts, n=2, temperature=1.0, top_p=1.0, top_k=0, seed=0, max_new_tokens=2)
+        gradient_attributions(tiny_scorer, ["Who?"], ["Ann"], method="saliency")
+        assert model.training  # given back after each
+    finally:
+        model.eval()
+        hook.remove()
+    assert modes and not any(modes)
+
+
+def test_the_multi_process_split_gives_one_process_results(tiny, monkeypatch):
+    """Every operation shares its items out through one helper (`distributed.map_shards`); with two
+    processes faked in this one (contiguous halves, each run alone), the results are one process's:
+    samples bit for bit (whole batches are shared out), scores up to float rounding (other batches)."""
+    from unpact import distributed
+    from unpact.scoring import Scorer
+
+    model, tok, fmt = tiny
+    scorer = Scorer(model, tok, fmt, batch_size=3)
+    questions = ["Where was Marthe Bramley born?", "What is two plus three?", "Which day comes after Monday?",
+                 "What is the opposite of hot?", "Who wrote the book?"]
+    prompts = [fmt.encode(q).ids for q in questions]
+    answers = [fmt.encode_answer(a) for a in ("Drennick", "five", "Tuesday", "cold", "Ann")]
+
+    def run_all():
+        return (scorer.score_ids(prompts, answers, distribution=True),
+                scorer.score_with_prefixes(prompts, prompts, answers, list(range(5)), [2] * 5),
+                scorer.generate_ids(prompts, max_new_tokens=4),
+                scorer.sample_ids(prompts, n=2, temperature=1.0, top_p=1.0, top_k=0, seed=1, max_new_tokens=4))
+
+    one = run_all()
+    shares = []
+
+    def map_shards(n, work):
+        if distributed.world() == 1:
+            return work(list(range(n)))
+        out = []
+        for share in (list(range((n + 1) // 2)), list(range((n + 1) // 2, n))):
+            shares.append(share)
+            with distributed.local():
+                out += work(share)
+        return out
+
+    monkeypatch.setattr(distributed, "world", lambda: 1 if distributed._alone else 2)
+    monkeypatch.setattr(distributed, "map_shards", map_shards)
+    two = run_all()
+    assert shares[:2] == [[0, 1, 2], [3, 4]]
+    for a, b in zip(one[:2], two[:2], strict=True):
+        np.testing.assert_allclose(a.mean, b.mean, atol=1e-5)
+        for x, y in zip(a.per_token, b.per_token, strict=True):
+            np.testing.assert_allclose(x, y, atol=1e-5)
+    for x, y in zip(one[0].mu + one[0].sigma, two[0].mu + two[0].sigma, strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    assert one[2:] == two[2:]

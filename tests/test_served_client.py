@@ -194,3 +194,26 @@ def test_commands_that_need_weights_refuse_a_url_in_one_line(tmp_path, capsys):
     assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "models[0].path" in err and "unpact audit" in err
+
+
+def test_both_backends_declare_capabilities_and_a_lacking_one_is_refused_in_one_line(server, tiny_scorer):
+    from unpact.attribution.gradients import gradient_attributions
+    from unpact.scoring import Capabilities, ScoringBackend, require
+
+    url, script = server
+    client = CompletionsClient(url)
+    scorer = ServedScorer(client, PlainFormat(ServedTokenizer(client)))
+    assert isinstance(scorer, ScoringBackend) and isinstance(tiny_scorer, ScoringBackend)
+    assert scorer.capabilities == Capabilities(weights=False, distribution=False, hidden_states=False)
+    assert tiny_scorer.capabilities == Capabilities(weights=True, distribution=True, hidden_states=True)
+    require(tiny_scorer, "everything", "weights", "distribution", "hidden_states")  # the local one has it all
+    asked = len(script.seen)
+    with pytest.raises(UnpactError) as err:
+        gradient_attributions(scorer, ["Who?"], ["Ann"])
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{url}: gradient attribution needs the model's weights and the model's internals")
+    assert message.endswith("use a local model (a folder or known name)")
+    assert len(script.seen) == asked  # refused before a single request
+    with pytest.raises(UnpactError, match=r": Min-K%\+\+ needs the full next-token distribution, which"):
+        require(scorer, "Min-K%++", "distribution")

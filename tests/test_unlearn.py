@@ -1,5 +1,6 @@
-"""Unlearning methods: each loss against its published formula, evaluated independently here
-(unpadded single-sequence forwards, no unpact maths helpers); the training loop's hygiene."""
+"""Unlearning methods: each loss, as the training step assembles it, against its published formula
+evaluated independently here (unpadded single-sequence forwards, no unpact maths helpers); the
+training loop's hygiene."""
 
 import copy
 import math
@@ -9,30 +10,35 @@ import torch
 import torch.nn.functional as F
 
 from unpact.errors import UnpactError
-from unpact.scoring import pack
 from unpact.unlearn import METHODS, UnlearnConfig, get_method, unlearn
-from unpact.unlearn.methods import PrepareData, UnlearnBatch
-
-REFUSAL = "I don't know."
+from unpact.unlearn.methods import Method, PrepareData, UnlearnBatch
+from unpact.unlearn.methods.base import REDUCTIONS
+from unpact.unlearn.trainer import _backward, _Data, _OneProcess
 
 
 @pytest.fixture(scope="module")
 def setup(tiny, benchmark):
+    """(model, token ids of every example as the trainer encodes them, the trainer's data): 3 forget
+    items (with refusal answers and blanked questions), 4 retain items."""
     model, tok, fmt = tiny
     forget, retain = benchmark["forget"][:3], benchmark["retain"][:4]
-    enc = lambda items, answers: [(fmt.encode(it.question).ids, fmt.encode_answer(a, eos=True))  # noqa: E731
-                                  for it, a in zip(items, answers, strict=True)]
-    pairs = {"forget": enc(forget, [it.answer for it in forget]), "retain": enc(retain, [it.answer for it in retain]),
-             "forget_alt": enc(forget, [REFUSAL] * len(forget))}
+    data = _Data(fmt, forget, retain, tok.pad_token_id, torch.device("cpu"), 0, refusal=True, blank=True)
+    enc = lambda items: [(fmt.encode(it.question).ids, fmt.encode_answer(it.answer, eos=True))  # noqa: E731
+                         for it in items]
+    pairs = data.pairs
+    assert pairs["forget"] == enc(forget) and pairs["retain"] == enc(retain)
     spans = [fmt.encode(it.question).span for it in forget]
-    pairs["forget_blank"] = [(p[:s] + p[e:], a) for (p, a), (s, e) in zip(pairs["forget"], spans, strict=True)]
+    assert pairs["forget_blank"] == [(p[:s] + p[e:], a) for (p, a), (s, e) in zip(pairs["forget"], spans, strict=True)]
+    return model, pairs, data
 
-    def packed(which):
-        return pack([p for p, _ in pairs[which]], [a for _, a in pairs[which]], tok.pad_token_id)
 
-    batch = UnlearnBatch(packed("forget"), packed("retain"), torch.arange(3), torch.arange(4), packed("forget_alt"))
-    data = PrepareData(lambda which: iter([(packed(which), torch.arange(len(pairs[which])))]))
-    return model, pairs, batch, data
+def step(method, model, data, batch_size=2):
+    """One training step on ``model`` through the trainer's own loss assembly (`_backward`, one
+    process): all forget items, the retain items in micro-batches of ``batch_size``. Returns the
+    logged loss (forget + α·retain) and its parts; the step's gradient is left in ``model``'s ``.grad``."""
+    run = _OneProcess(model, None, method.trainable_parameters(model))
+    return _backward(method, run, data, list(range(len(data.pairs["forget"]))),
+                     list(range(len(data.pairs["retain"]))), UnlearnConfig(batch_size=batch_size))
 
 
 def token_logps(model, prompt, answer):
@@ -77,9 +83,10 @@ def hidden(model, pairs, layer):
 
 
 def prepared(name, model, data, **hp):
-    """A method prepared on ``model``, and a perturbed copy standing in for the model mid-training."""
+    """A method prepared on ``model`` (as the trainer prepares it), and a perturbed copy standing in
+    for the model mid-training."""
     method = get_method(name, **hp)
-    method.prepare(model, data)
+    method.prepare(model, PrepareData(data.batches))
     moved = copy.deepcopy(model)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -129,32 +136,52 @@ def formula(name, ref, m, pairs, method):
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_loss_matches_its_formula(setup, name):
-    model, pairs, batch, data = setup
+    model, pairs, data = setup
     hp = {"beta": 0.7} if "beta" in METHODS[name].defaults else {}
     if "alpha" in METHODS[name].defaults:
         hp["alpha"] = 2.0 if name != "RMU" else 5.0
     method, moved = prepared(name, model, data, **hp)
-    with torch.no_grad():
-        loss, _ = method.loss(moved, batch)
+    loss, _ = step(method, moved, data)
     expected = formula(name, model, moved, pairs, method)
-    assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_a_steps_gradient_is_the_gradient_of_its_loss(setup, name):
+    """The step's passes (forget, then retain micro-batches of 2 and 2, each weighted) add up to the
+    gradient of forget + α·retain on the whole batch taken in one pass."""
+    model, _, data = setup
+    method, moved = prepared(name, model, data)
+    step(method, moved, data)
+    params = method.trainable_parameters(moved)
+    stepped = [p.grad.clone() for p in params]
+    f_idx, r_idx = list(range(3)), list(range(4))
+    batch = UnlearnBatch(data.packed("forget", f_idx), None, torch.tensor(f_idx), torch.tensor(r_idx),
+                         data.packed("forget_alt", f_idx))
+    whole = method.forget_loss(moved, batch)[0]
+    if method.has_retain:
+        retain = data.packed("retain", r_idx)
+        mean = method.retain_sum(moved, retain, torch.tensor(r_idx)) / method.retain_tokens(retain).clamp(min=1)
+        whole = whole + method.hparams["alpha"] * mean
+    for got, expected in zip(stepped, torch.autograd.grad(whole, params), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_paper_methods_reduce_to_known_values_at_the_reference(setup):
     """With the model equal to its reference the NPO term is (2/β)·log 2 and the KL term 0."""
-    model, pairs, batch, data = setup
+    model, _, data = setup
     method = get_method("NPO_KLR", beta=0.5, alpha=3.0)
-    method.prepare(model, data)
-    with torch.no_grad():
-        loss, parts = method.loss(model, batch)
+    method.prepare(model, PrepareData(data.batches))
+    loss, parts = step(method, copy.deepcopy(model), data)
     assert parts["npo"] == pytest.approx(2 / 0.5 * math.log(2), rel=1e-5)
     assert parts["retain_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert loss == parts["npo"] + 3.0 * parts["retain_kl"]
 
 
 def test_task_vector_negates_the_fine_tuning_direction(setup):
-    model, _, _, data = setup
+    model, _, data = setup
     method = get_method("TaskVector", scale=0.5)
-    method.prepare(model, data)
+    method.prepare(model, PrepareData(data.batches))
     tuned = copy.deepcopy(model)
     delta = {n: 0.01 * torch.randn_like(p) for n, p in tuned.named_parameters()}
     with torch.no_grad():
@@ -166,9 +193,9 @@ def test_task_vector_negates_the_fine_tuning_direction(setup):
 
 
 def test_rmu_trains_only_mlp_down_projections_and_scales_its_coefficient(setup):
-    model, _, _, data = setup
+    model, _, data = setup
     method = get_method("RMU", steer=2.0)
-    method.prepare(model, data)
+    method.prepare(model, PrepareData(data.batches))
     params = {id(p) for p in method.trainable_parameters(model)}
     names = [n for n, p in model.named_parameters() if id(p) in params]
     assert names and all("mlp.down_proj" in n for n in names)
@@ -182,6 +209,20 @@ def test_registry_and_unknown_names():
         get_method("GD")
     with pytest.raises(UnpactError, match="unknown hyper-parameter"):
         get_method("GA_GDR", gamma=1.0)
+
+
+def test_every_method_declares_what_its_forget_loss_averages_over():
+    """The declaration weights each process's share of a step (`_forget_units`); whether each one is
+    right is checked against the loss itself in tests/test_distributed.py."""
+    for name, cls in METHODS.items():
+        assert cls.forget_reduction in REDUCTIONS, name
+        assert cls.forget_reduction != "refusal_tokens" or cls.needs_refusals, name  # counted on forget_alt
+
+    class Undeclared(Method):
+        name, description = "Undeclared", "a forget loss of unknown reduction"
+
+    with pytest.raises(UnpactError, match="method Undeclared: forget_reduction must be one of items, "):
+        Undeclared()
 
 
 def test_same_seed_same_weights_and_training_moves_them(tiny, benchmark):
@@ -238,12 +279,11 @@ def test_diverging_loss_names_the_step(tiny, benchmark, monkeypatch, tmp_path):
 
 
 def test_key_npo_with_uniform_weights_is_npo(setup):
-    model, _, batch, data = setup
+    model, _, data = setup
     key, npo = get_method("KeyNPO", beta=0.5), get_method("NPO_GDR", beta=0.5)
-    key.prepare(model, data)
-    npo.prepare(model, data)
+    key.prepare(model, PrepareData(data.batches))
+    npo.prepare(model, PrepareData(data.batches))
     assert all(abs(w.sum().item() - 1) < 1e-5 and (w >= 0).all() for w in key.weights.values())
     key.weights = {i: torch.full_like(w, 1 / len(w)) for i, w in key.weights.items()}
     moved = prepared("NPO", model, data)[1]
-    with torch.no_grad():
-        assert key.loss(moved, batch)[0].item() == pytest.approx(npo.loss(moved, batch)[0].item(), rel=1e-5)
+    assert step(key, moved, data)[0] == pytest.approx(step(npo, moved, data)[0], rel=1e-5)

@@ -305,10 +305,10 @@ def _served_options(args) -> dict:
 
 def cmd_audit(args) -> None:
     from .study import Reporter
-    from .study.audit import PROMPT_ATTACKS, run_audit
+    from .study.audit import DEFAULT_ATTACKS, run_audit
 
     cfg = _first_group(args)
-    cfg.recovery.attacks = [a.strip() for a in (args.attacks or ",".join(PROMPT_ATTACKS)).split(",") if a.strip()]
+    cfg.recovery.attacks = [a.strip() for a in (args.attacks or ",".join(DEFAULT_ATTACKS)).split(",") if a.strip()]
     _out_dir("--out", args.out)
     v = run_audit(cfg, args.out, args.original, args.unlearned, args.forget, args.retain, args.utility,
                   template=args.template, served=_served_options(args), reporter=Reporter(quiet=args.quiet))
@@ -363,6 +363,55 @@ def cmd_methods(args) -> None:
         print(f"{name:11s} {cls.description}  [{defaults}]  ({cls.reference})")
 
 
+def cmd_attacks(args) -> None:
+    import dataclasses
+
+    from .recovery import ATTACKS
+
+    for name, attack in ATTACKS.items():
+        kind = "weight attack" if attack.changes_weights else "prompt attack"
+        when = "always runs" if attack.always else "default" if attack.default else "on request"
+        print(f"{name:12s} {attack.help}  [{kind}; {when}; control: {attack.control}]")
+        for f in dataclasses.fields(attack.Settings):
+            print(f"{'':12s}   recovery.{attack.config_prefix()}{f.name} = {f.default if f.default_factory is dataclasses.MISSING else f.default_factory()!r}: {f.metadata.get('help', '')}")
+
+
+class _Registry:
+    """The names (or the value) of a registry constant, read only when help is printed: most registries
+    import torch, which `unpact --help` and a failed parse should not wait for. ``constant`` may be
+    dotted and end in a method, called with no arguments (``ATTACKS.selectable``)."""
+
+    def __init__(self, module: str, constant: str) -> None:
+        self.module, self.constant = module, constant
+
+    def __str__(self) -> str:
+        from importlib import import_module
+
+        value = import_module(self.module, __package__)
+        for name in self.constant.split("."):
+            value = getattr(value, name)
+        value = value() if callable(value) else value
+        return str(value) if isinstance(value, int | float | str) else ", ".join(map(str, value))
+
+
+def _lists(action: argparse.Action, module: str, **constants: str) -> argparse.Action:
+    """Let ``action``'s help name registry constants: ``_lists(a, ".unlearn", methods="METHODS")`` fills
+    ``%(methods)s`` (argparse expands help from the action's attributes)."""
+    for key, constant in constants.items():
+        setattr(action, key, _Registry(module, constant))
+    return action
+
+
+def _quiet(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _trust_remote_code(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--trust-remote-code", action="store_true",
+                   help="run the Python code a model folder ships with (its config names custom classes); "
+                        "only for folders you trust")
+
+
 def _allow_pickle(s: argparse.ArgumentParser) -> None:
     s.add_argument("--allow-pickle", action="store_true",
                    help="load a model folder that has only a pickle checkpoint (pytorch_model.bin), tensors only")
@@ -371,12 +420,13 @@ def _allow_pickle(s: argparse.ArgumentParser) -> None:
 def _run_options(s: argparse.ArgumentParser) -> None:
     """What `demo` and `run` share: both run a study config through `cmd_run`."""
     s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet(s)
     _allow_pickle(s)
     s.set_defaults(func=cmd_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `unpact` argument parser: one sub-command per stage, every option with its help line."""
     p = argparse.ArgumentParser(prog="unpact", description="Unlearning, prompt attribution and recovery for causal LMs.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -386,49 +436,61 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude", action="append", choices=("forget", "retain", "utility"),
                    help="train without this split (repeatable); --exclude forget gives the retrained "
                         "gold-standard model that never saw the forget set")
-    s.add_argument("--quiet", action="store_true")
+    _quiet(s)
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("attribute", help="contributions of prompt tokens/words to an answer (LOO or gradients)")
     s.add_argument("--model", required=True, help="model folder, known name, or served model URL (http://HOST:PORT/v1)")
     s.add_argument("--prompt", required=True, help="the question")
     s.add_argument("--answer", required=True, help="the answer whose log-prob is attributed")
-    s.add_argument("--method", default="loo",
-                   help="loo (default), saliency, input_x_gradient or integrated_gradients")
-    s.add_argument("--ablation", default="delete", help="how LOO takes a feature out: delete (default), replace, mask")
-    s.add_argument("--features", default="tokens", help="tokens (default) or words (sub-tokens of a word together)")
+    _lists(s.add_argument("--method", default="loo", help="attribution method: %(names)s (default loo)"),
+           ".attribution", names="METHODS")
+    _lists(s.add_argument("--ablation", default="delete", help="how LOO takes a feature out: %(names)s (default delete)"),
+           ".attribution", names="ABLATIONS")
+    _lists(s.add_argument("--features", default="tokens",
+                          help="what is attributed: %(names)s (default tokens; words keep a word's sub-tokens "
+                               "together)"), ".attribution", names="FEATURE_KINDS")
     s.add_argument("--steps", type=int, default=32, help="integrated gradients: Gauss-Legendre steps (default 32)")
     s.add_argument("--baseline-id", type=int, default=None,
                    help="baseline token id for --ablation replace and integrated gradients (default: the pad token)")
     s.add_argument("--compare", metavar="DIR2",
                    help="also attribute under a second model (e.g. after unlearning); print both and the tracking")
-    s.add_argument("--alpha", type=float, default=None)
-    s.add_argument("--beta", type=int, default=None)
+    _lists(s.add_argument("--alpha", type=float, default=None,
+                          help="KeyTokens: a token is key when it carries more than this share of the positive "
+                               "contribution (default %(value)s)"), ".attribution", value="DEFAULT_ALPHA")
+    _lists(s.add_argument("--beta", type=int, default=None,
+                          help="KeyTokens: below this many positively contributing tokens, all of them are key "
+                               "(default %(value)s)"), ".attribution", value="DEFAULT_BETA")
     s.add_argument("--json", action="store_true",
                    help='print [{"token", "contribution", "key"}] (default settings), else the full result as an object')
-    s.add_argument("--trust-remote-code", action="store_true")
+    _trust_remote_code(s)
     _allow_pickle(s)
     _served_flags(s)
     s.set_defaults(func=cmd_attribute)
 
     s = sub.add_parser("unlearn", help="unlearn the forget set from a model")
-    s.add_argument("--model", type=Path, required=True)
-    s.add_argument("--method", required=True)
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--model", type=Path, required=True, help="model folder to unlearn from (a `prepare` output "
+                                                              "or any causal LM folder)")
+    _lists(s.add_argument("--method", required=True,
+                          help="unlearning method: %(names)s (`unpact methods` lists their hyper-parameters)"),
+           ".unlearn", names="METHODS")
+    s.add_argument("--out", type=Path, required=True,
+                   help="folder for the unlearned model, unlearn.json and the resume checkpoint")
     s.add_argument("--data", type=Path, help="folder with forget.jsonl and retain.jsonl (default: MODEL/data)")
-    s.add_argument("--epochs", type=int, default=10)
-    s.add_argument("--lr", type=float, default=3e-4)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--epochs", type=int, default=10, help="passes over the forget set (default 10)")
+    s.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    s.add_argument("--seed", type=int, default=0, help="random seed: batch order and any random initialisation (default 0)")
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="a method hyper-parameter (repeatable)")
     s.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (needs peft)")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    s.add_argument("--trust-remote-code", action="store_true")
+    _trust_remote_code(s)
     _allow_pickle(s)
-    s.add_argument("--quiet", action="store_true")
+    _quiet(s)
     s.set_defaults(func=cmd_unlearn)
 
     s = sub.add_parser("demo", help="the full unPact study on the built-in benchmark and model (configs/demo.yaml)")
-    s.add_argument("--out", type=Path, default=Path("runs/demo"))
+    s.add_argument("--out", type=Path, default=Path("runs/demo"),
+                   help="run directory (default runs/demo); rerun to resume")
     s.add_argument("--config", type=Path, help="study YAML (default: the built-in demo, see configs/demo.yaml)")
     _run_options(s)
 
@@ -449,12 +511,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
                    help="an unlearned model (repeatable)")
     s.add_argument("--data", type=Path, help="folder with forget/retain/utility.jsonl (default: ORIGINAL/data)")
-    s.add_argument("--attacks", help="comma-separated baseline attacks beside FocusOnKey "
-                                     "(sampling,paraphrase,few_shot,quantize,relearn; default all)")
-    s.add_argument("--out", type=Path, default=Path("runs/recover"))
+    _lists(s.add_argument("--attacks", help="comma-separated baseline attacks beside FocusOnKey, from %(names)s "
+                                            "(default all)"), ".recovery", names="ATTACKS.selectable")
+    s.add_argument("--out", type=Path, default=Path("runs/recover"),
+                   help="run directory (default runs/recover); rerun to resume")
     s.add_argument("--config", type=Path, help="study YAML whose recovery/attribution/evaluation sections to use")
     _allow_pickle(s)
-    s.add_argument("--quiet", action="store_true")
+    _quiet(s)
     s.set_defaults(func=cmd_recover)
 
     s = sub.add_parser("audit", help="is it really gone? audit an unlearned model (local or served) against its original")
@@ -464,24 +527,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--forget", type=Path, required=True, metavar="JSONL", help='forget items, {"question", "answer"} a line')
     s.add_argument("--retain", type=Path, metavar="JSONL", help="items the unlearned model must still know")
     s.add_argument("--utility", type=Path, metavar="JSONL", help="general-knowledge items it must still know")
-    s.add_argument("--attacks", help="comma-separated prompt attacks beside FocusOnKey (default sampling,paraphrase,"
-                                     "few_shot; quantize,relearn only when both models are local)")
+    _lists(s.add_argument("--attacks", help="comma-separated attacks beside FocusOnKey: prompt attacks %(prompt)s "
+                                            "(default %(defaults)s), weight attacks %(weight)s (only when both "
+                                            "models are local)"), ".study.audit", prompt="PROMPT_ATTACKS",
+           weight="WEIGHT_ATTACKS", defaults="DEFAULT_ATTACKS")
     s.add_argument("--out", type=Path, default=Path("runs/audit"), help="run directory (rerun to resume)")
     s.add_argument("--config", type=Path, help="study YAML whose recovery/attribution/evaluation sections to use")
     _served_flags(s)
-    s.add_argument("--quiet", action="store_true")
+    _quiet(s)
     s.set_defaults(func=cmd_audit)
 
     s = sub.add_parser("report", help="re-render report.html from a run directory")
-    s.add_argument("run", type=Path)
+    s.add_argument("run", type=Path, help="run directory (holding metrics.json and records.jsonl)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("models", help="list the models unpact can load here by name (--model NAME)")
-    s.add_argument("--prepare", nargs="+", metavar="NAME", help="convert these known models now")
+    _lists(s.add_argument("--prepare", nargs="+", metavar="NAME", help="convert these known models now: %(names)s"),
+           ".models.registry", names="KNOWN")
     s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("methods", help="list the unlearning methods")
     s.set_defaults(func=cmd_methods)
+
+    s = sub.add_parser("attacks", help="list the recovery attacks, what they touch, their settings and controls")
+    s.set_defaults(func=cmd_attacks)
     return p
 
 

@@ -18,10 +18,11 @@ from typing import Any
 import yaml
 
 from .attribution import DEFAULT_ALPHA, DEFAULT_BETA
-from .data.rewrites import EMPHASIS_STYLES
 from .errors import UnpactError, did_you_mean
 from .evaluation import DEFAULT_DESTRUCTIVE_THRESHOLD, DEFAULT_RECOVERY_THRESHOLD, DEFAULT_ROUGE_THRESHOLD
 from .models.builtin import BuiltinModelConfig
+from .recovery import ATTACKS
+from .recovery.base import check_settings, settings_fields
 from .unlearn import METHODS, UnlearnConfig
 
 
@@ -36,28 +37,30 @@ class DataConfig:
 
 @dataclass
 class AttributionConfig:
-    """KeyToken selection (DESIGN.md): α = share threshold, β = minimum positive-token count."""
+    """KeyToken selection (docs/design.md, KeyTokens): α = share threshold, β = minimum positive-token count."""
 
     alpha: float = DEFAULT_ALPHA
     beta: int = DEFAULT_BETA
 
 
-BASELINE_ATTACKS = ("sampling", "paraphrase", "few_shot", "quantize", "relearn")
+def _recovery_config() -> type:
+    """The ``recovery`` section, derived from the attack registry: ``attacks`` (those to run beside
+    FocusOnKey, which always runs) and every attack's settings as ``<attack>_<field>`` (FocusOnKey's
+    ``styles`` unprefixed). A new attack module adds its own keys; `validate` runs their checks."""
+    fields: list = [("attacks", list[str], field(default_factory=ATTACKS.defaults))]
+    for name, attack, f in settings_fields():
+        tp = typing.get_type_hints(attack.Settings)[f.name]
+        default = field(default_factory=f.default_factory) if f.default_factory is not dataclasses.MISSING \
+            else field(default=f.default)
+        fields.append((name, tp, default))
+    cls = dataclasses.make_dataclass("RecoveryConfig", fields)
+    cls.__module__ = __name__
+    cls.__doc__ = ("FocusOnKey's emphasis styles and the other recovery attacks with their settings "
+                   f"(`unpact.recovery.ATTACKS`: {', '.join(ATTACKS)}).")
+    return cls
 
 
-@dataclass
-class RecoveryConfig:
-    """FocusOnKey emphasis styles (each with oracle/self/heuristic keywords and two placebos), and the
-    baseline attacks: sampling, paraphrase, few-shot, weight quantisation and light relearning."""
-
-    styles: list[str] = field(default_factory=lambda: ["instruction"])
-    attacks: list[str] = field(default_factory=lambda: list(BASELINE_ATTACKS))
-    sampling_n: int = 8
-    sampling_temperature: float = 1.0
-    few_shot_k: int = 3
-    quantize_bits: list[int] = field(default_factory=lambda: [8, 4])
-    relearn_steps: int = 10
-    relearn_lr: float = 1e-3
+RecoveryConfig = _recovery_config()
 
 
 @dataclass
@@ -119,8 +122,8 @@ class StudyConfig:
 
 
 # The precisions a model can be evaluated in. bfloat16 halves memory and, on CPUs with AMX or
-# AVX512-BF16 and on GPUs, runs the matmuls faster (Gemma 3 270M on 2 CPU cores: 1.7x for greedy
-# generation, 1.8x for scoring), at the price of rounding the weights and activations.
+# AVX512-BF16 and on GPUs, runs the matmuls faster (the measured speed-up is in the README), at the
+# price of rounding the weights and activations.
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -299,18 +302,10 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     for name in ("rouge_threshold", "recovery_threshold", "destructive_threshold"):
         v = getattr(cfg.evaluation, name)
         check(0 <= v <= 1, f"evaluation.{name}", v, "use a value in [0, 1]")
-    r = cfg.recovery
-    for i, name in enumerate(r.attacks):
-        check(name in BASELINE_ATTACKS, f"recovery.attacks[{i}]", name, f"choose from {', '.join(BASELINE_ATTACKS)}")
-    check(r.sampling_n >= 1, "recovery.sampling_n", r.sampling_n, "use at least 1 sample")
-    check(r.sampling_temperature > 0, "recovery.sampling_temperature", r.sampling_temperature, "use a value > 0")
-    check(r.few_shot_k >= 1, "recovery.few_shot_k", r.few_shot_k, "use at least 1 demonstration")
-    for i, bits in enumerate(r.quantize_bits):
-        check(bits in (4, 8), f"recovery.quantize_bits[{i}]", bits, "use 8 or 4")
-    check(r.relearn_steps >= 1, "recovery.relearn_steps", r.relearn_steps, "use at least 1 step")
-    check(r.relearn_lr > 0, "recovery.relearn_lr", r.relearn_lr, "use a positive learning rate")
-    for i, style in enumerate(cfg.recovery.styles):
-        check(style in EMPHASIS_STYLES, f"recovery.styles[{i}]", style, f"choose from {', '.join(EMPHASIS_STYLES)}")
+    selectable = ATTACKS.selectable()
+    for i, name in enumerate(cfg.recovery.attacks):
+        check(name in selectable, f"recovery.attacks[{i}]", name, f"choose from {', '.join(selectable)}")
+    check_settings(cfg.recovery, lambda path, value, need: check(False, path, value, need))
     check(cfg.model.lr > 0, "model.lr", cfg.model.lr, "use a positive learning rate")
     check(0 < cfg.model.target_accuracy <= 1, "model.target_accuracy", cfg.model.target_accuracy, "use a value in (0, 1]")
     _validate_methods(cfg.methods)

@@ -14,20 +14,29 @@ token on, attending to its base's cached prefix.
 Under several processes (`unpact.distributed`) every public method of `Scorer` works on this
 process's share of the sequences and returns the full result, the same on every process: so every
 stage built on the scorer (attribution, evaluation, recovery) is data-parallel without knowing it.
+
+`ScoringBackend` is what every backend offers (this local `Scorer`, the served
+`unpact.models.served.ServedScorer`); what goes beyond answer log-probs and generation is declared in
+its `Capabilities` and checked by consumers with `require`.
 """
 
 from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from . import distributed
+from .errors import UnpactError
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -113,7 +122,8 @@ def _answer_log_softmax(model: torch.nn.Module, T: int, **forward) -> torch.Tens
 
 
 def _cache_layout(model: torch.nn.Module, max_len: int) -> bool | None:
-    """Whether `_prefixed_batch` can run ``model`` on layouts (cache + suffix) of up to ``max_len`` slots.
+    """Whether ``model`` runs on layouts (cache + suffix) of up to ``max_len`` slots (`_prefixed_batch`,
+    `Scorer.forward_embeds` with a `PrefixCache`).
 
     None: it cannot (no ``cache`` argument, a cache other than plain or sliding-window key/value layers,
     or a sliding window the layout reaches: the window is applied by slot index, which runs ahead of
@@ -217,6 +227,100 @@ class Scores:
     sigma: list[np.ndarray] | None = None
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a scoring backend can do beyond answer log-probs and generation, which every backend does.
+
+    weights: the model's parameters are at hand (``backend.model``): gradients, weight attacks, unlearning.
+    distribution: the full next-token distribution at every answer position (``score_ids(...,
+    distribution=True)``: Min-K%++), not only the answer tokens' log-probs.
+    hidden_states: the model's inside between tokens and logits: input embeddings
+    (`Scorer.forward_embeds`), attention masks (``hidden``: the ``mask`` ablation) and key/value
+    caches (`Scorer.prefix_cache`).
+    """
+
+    weights: bool
+    distribution: bool
+    hidden_states: bool
+
+
+_NEEDS = {"weights": "the model's weights", "distribution": "the full next-token distribution",
+          "hidden_states": "the model's internals (embeddings, attention masks, caches)"}
+
+
+def require(backend: ScoringBackend, what: str, *needs: str) -> None:
+    """Raise a one-line UnpactError unless ``backend`` has every capability named in ``needs``
+    (fields of `Capabilities`); ``what`` names the work that needs them, for the message."""
+    lacking = [n for n in needs if not getattr(backend.capabilities, n)]
+    if lacking:
+        raise UnpactError(f"{backend.name}: {what} needs {' and '.join(_NEEDS[n] for n in lacking)}, which this "
+                          "scoring backend does not give; use a local model (a folder or known name)")
+
+
+@runtime_checkable
+class ScoringBackend(Protocol):
+    """What every scoring backend offers: the local `Scorer` and the served
+    `unpact.models.served.ServedScorer` (both subclass this, and inherit `score` and `generate`).
+
+    Answers are scored (`score_ids`, `score_with_prefixes`) and generated (`generate_ids`,
+    `sample_ids`) under the prompt format ``fmt``, whose ``tokenizer`` makes the id lists. Anything
+    more is declared in ``capabilities`` and checked with `require` before the work starts, so a
+    backend without it gives one clear error rather than failing deep inside. ``isinstance(x,
+    ScoringBackend)`` checks that the members are there.
+    """
+
+    capabilities: Capabilities
+    name: str  # how error messages name the backend (a model name, a URL)
+    fmt: Any
+    tokenizer: Any
+    pad_id: int | None
+    batch_size: int
+    max_new_tokens: int
+    max_length: int | None  # the model's context in tokens; None where unknown
+
+    def check_length(self, n: int, what: str) -> None:
+        """Raise UnpactError if ``n`` tokens (``what``: e.g. "prompt+answer #3") exceed the context."""
+
+    def score_ids(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
+                  hidden: Sequence[Sequence[int]] | None = None, distribution: bool = False) -> Scores:
+        """LP [N] and per-token log-probs [T_i] of every answer after its prompt (see `Scorer.score_ids`)."""
+
+    def score_with_prefixes(self, bases: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
+                            answers: Sequence[Sequence[int]], base_of: Sequence[int], shared: Sequence[int],
+                            hidden: Sequence[Sequence[int]] | None = None) -> Scores:
+        """`score_ids` of prompts that share a prefix with a base prompt (see `Scorer.score_with_prefixes`)."""
+
+    def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None,
+                     raw: bool = False) -> list[str]:
+        """Greedy continuations [P] of prompt ids, cut at the end of the answer line (``raw``: uncut)."""
+
+    def sample_ids(self, prompts: Sequence[Sequence[int]], n: int, temperature: float, top_p: float, top_k: int,
+                   seed: int, max_new_tokens: int | None) -> list[list[str]]:
+        """``n`` seeded samples per prompt, cut at the end of the answer line: [P][n] strings."""
+
+    def score(self, questions: Sequence[str], answers: Sequence[str]) -> Scores:
+        """LP(x, y) for question/answer strings under the prompt format."""
+        return self.score_ids([self.fmt.encode(q).ids for q in questions],
+                              [self.fmt.encode_answer(a) for a in answers])
+
+    def generate(self, questions: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy answers to questions under the prompt format."""
+        return self.generate_ids([self.fmt.encode(q).ids for q in questions], max_new_tokens)
+
+
+@dataclass(eq=False)  # tensors: compared by identity
+class PrefixCache:
+    """The keys/values of one token prefix that every row of a batch continues (`Scorer.prefix_cache`).
+
+    kv: per layer (K, V), each [P, heads, d]; length: P; with_config: whether a cache holding them is
+    built from the model config (see `_cache_layout`).
+    """
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    length: int
+    with_config: bool
+
+
 _LINE_BREAKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -235,10 +339,9 @@ def line_break_tokens(tokenizer, vocab: int) -> torch.Tensor:
 class _UntilLineBreak(StoppingCriteria):
     """Stops each row once it has produced a line break: `clean_generation` keeps only the answer's
     first line, so everything after it is thrown away, while a base model under the plain template
-    goes on to write the next "Question: …". A batch still runs until its last row stops (1.06× on
-    Gemma 3 270M's 217 TOFU questions in batches of 16). Rows already stopped stay stopped (generate
-    ANDs the flags) and the others are computed exactly as before, so greedy answers and seeded
-    samples are unchanged."""
+    goes on to write the next "Question: …". A batch still runs until its last row stops. Rows
+    already stopped stay stopped (generate ANDs the flags) and the others are computed exactly as
+    before, so greedy answers and seeded samples are unchanged."""
 
     def __init__(self, breaks: torch.Tensor):
         self.breaks = breaks
@@ -247,8 +350,21 @@ class _UntilLineBreak(StoppingCriteria):
         return self.breaks[input_ids[:, -1]]  # [B] bool
 
 
-class Scorer:
+def _bucketed(todo: Sequence[int], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """`length_buckets` of the items ``todo`` (indices into ``lengths``), as lists of those indices."""
+    return [[todo[j] for j in bucket] for bucket in length_buckets([lengths[i] for i in todo], batch_size)]
+
+
+def _cut(x: np.ndarray, idx: Sequence[int], answers: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """Each row of a batch's [B, T] answer-position values cut to its own answer (float64 [T_i])."""
+    T = x.shape[1]
+    return [x[row, T - len(answers[i]):T].astype(np.float64) for row, i in enumerate(idx)]
+
+
+class Scorer(ScoringBackend):
     """Scores and generates with one model and prompt format; all heavy calls are batched."""
+
+    capabilities = Capabilities(weights=True, distribution=True, hidden_states=True)
 
     def __init__(self, model, tokenizer, fmt, batch_size: int = 64, max_new_tokens: int = 16,
                  generate_batch_size: int | None = None):
@@ -256,33 +372,61 @@ class Scorer:
         self.batch_size = batch_size
         # Generation keeps only the last position's logits, so it can batch wider than scoring, whose
         # [B, T, V] logits bound the batch on a large vocabulary; on CPU decoding is bound by reading
-        # the weights once per step, so wider is faster (Gemma 3 270M, 217 questions: 64 rows 1.5× faster
-        # than 16).
+        # the weights once per step, so wider is faster.
         self.generate_batch_size = generate_batch_size or batch_size
         self.max_new_tokens = max_new_tokens
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.max_length = getattr(model.config, "max_position_embeddings", None)
 
     @property
+    def name(self) -> str:
+        return getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """The model in eval mode (no dropout) inside the block, back in its previous mode after it."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
 
     def _first_line_only(self) -> StoppingCriteriaList:
         """The stopping rule for generations that are cut at their first line break."""
         vocab = self.model.get_output_embeddings().weight.shape[0]
         return StoppingCriteriaList([_UntilLineBreak(line_break_tokens(self.tokenizer, vocab).to(self.device))])
 
-    def _check_length(self, n: int, what: str) -> None:
+    def check_length(self, n: int, what: str) -> None:
+        """Raise UnpactError if ``n`` tokens (``what``, for the message) are past the model's context."""
         if self.max_length is not None and n > self.max_length:
-            from .errors import UnpactError
-
             raise UnpactError(f"{what} is {n} tokens, past the model's context of {self.max_length}; "
                               "shorten the question or answer")
 
+    def _map_batches(self, n: int, batches: Callable[[list[int]], Iterable[list[int]]],
+                     run: Callable[[list[int]], Sequence[R]]) -> list[R | None]:
+        """One result per item 0 … n − 1 (None for an item in no batch), in item order, on every process.
+
+        Each process takes a contiguous share of the items (`distributed.map_shards`: with one
+        process, all of them), ``batches(share)`` groups the share into batches (lists of item
+        indices) and ``run(batch)`` returns one result per item of its batch; the model is in eval
+        mode throughout. The one place the scorer's operations split their work between processes.
+        """
+        def work(share: list[int]) -> list[R | None]:
+            out: dict[int, R] = {}
+            for idx in batches(share):
+                out.update(zip(idx, run(idx), strict=True))
+            return [out.get(i) for i in share]
+
+        with self.eval_mode():
+            return distributed.map_shards(n, work)
+
     def _non_finite(self, batch: Packed, lp_t: torch.Tensor, idx: list[int]) -> Exception:
         """The error for a batch whose answer log-probs hold NaN or ±inf (only built on that path)."""
-        from .errors import UnpactError
-
         bad = (~torch.isfinite(lp_t) & (batch.answer_mask > 0)).any(1).nonzero().flatten().tolist()
         items = sorted(idx[r] for r in bad)
         named = ", ".join(f"#{i}" for i in items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
@@ -311,55 +455,36 @@ class Scorer:
         (one [B, T, V] log-softmax per batch, so only where needed).
         A NaN or infinite answer log-prob (broken weights, float16 overflow) raises UnpactError naming
         the items (indices into ``prompts``) and the model's dtype.
+        Under several processes each scores a contiguous share (a prompt's ablations stay together)
+        in its own length buckets: the results equal one process's up to float rounding.
         """
         lengths = [len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
         for i, n in enumerate(lengths):
-            self._check_length(n, f"prompt+answer #{i}")
-        n = len(prompts)
-        per_token: list[np.ndarray] = [np.empty(0)] * n
-        mu: list[np.ndarray] = [np.empty(0)] * n
-        sigma: list[np.ndarray] = [np.empty(0)] * n
-        if distributed.world() > 1:
-            # each process scores a contiguous share (a prompt's ablations stay together) in its own
-            # length buckets: results equal one process's up to float rounding (other batch shapes)
-            def share(idx: list[int]) -> list[tuple]:
-                self._score_into(prompts, answers, hidden, distribution, lengths, idx, per_token, mu, sigma)
-                return [(per_token[i], mu[i], sigma[i]) for i in idx]
+            self.check_length(n, f"prompt+answer #{i}")
 
-            for i, (t, m, sd) in enumerate(distributed.map_shards(n, share)):
-                per_token[i], mu[i], sigma[i] = t, m, sd
-        else:
-            self._score_into(prompts, answers, hidden, distribution, lengths, range(n), per_token, mu, sigma)
+        def run(idx: list[int]) -> list[tuple[np.ndarray, ...]]:
+            hide = None if hidden is None else [hidden[i] for i in idx]
+            batch = pack([prompts[i] for i in idx], [answers[i] for i in idx], self.pad_id, hide).to(self.device)
+            stats: tuple[torch.Tensor, ...] = ()
+            if distribution:
+                logp = answer_log_softmax(self.model, batch)  # [B, T, V]
+                lp_t = logp.gather(-1, batch.answer_ids.unsqueeze(-1)).squeeze(-1)
+                p = logp.exp()
+                m = (p * logp).sum(-1)
+                stats = (m, ((p * logp.square()).sum(-1) - m.square()).clamp(min=0).sqrt())
+            else:
+                lp_t = answer_token_logprobs(self.model, batch)
+            # one reduction per batch; positions outside the answers are masked, not checked
+            if not _answers_finite(lp_t, batch):
+                raise self._non_finite(batch, lp_t, idx)
+            return list(zip(*(_cut(x.cpu().numpy(), idx, answers) for x in (lp_t, *stats)), strict=True))
+
+        rows = self._map_batches(len(prompts), lambda share: _bucketed(share, lengths, self.batch_size), run)
+        per_token = [r[0] for r in rows]
         mean = np.array([t.mean() if t.size else np.nan for t in per_token])
-        return Scores(mean, per_token, mu if distribution else None, sigma if distribution else None)
-
-    def _score_into(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
-                    hidden: Sequence[Sequence[int]] | None, distribution: bool, lengths: Sequence[int],
-                    todo: Sequence[int], per_token: list[np.ndarray], mu: list[np.ndarray],
-                    sigma: list[np.ndarray]) -> None:
-        """`score_ids` of the sequences ``todo`` (indices), written into the [N] lists at those indices."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for bucket in length_buckets([lengths[i] for i in todo], self.batch_size):
-                idx = [todo[j] for j in bucket]
-                hide = None if hidden is None else [hidden[i] for i in idx]
-                batch = pack([prompts[i] for i in idx], [answers[i] for i in idx], self.pad_id, hide).to(self.device)
-                if distribution:
-                    logp = answer_log_softmax(self.model, batch)  # [B, T, V]
-                    lp_t = logp.gather(-1, batch.answer_ids.unsqueeze(-1)).squeeze(-1)
-                    p = logp.exp()
-                    m = (p * logp).sum(-1)
-                    s = ((p * logp.square()).sum(-1) - m.square()).clamp(min=0).sqrt()
-                    stats = (m.cpu().numpy(), s.cpu().numpy())
-                else:
-                    lp_t = answer_token_logprobs(self.model, batch)
-                # one reduction per batch; positions outside the answers are masked, not checked
-                if not _answers_finite(lp_t, batch):
-                    raise self._non_finite(batch, lp_t, idx)
-                self._store(lp_t, idx, answers, per_token, *((stats, (mu, sigma)) if distribution else ()))
-        finally:
-            self.model.train(was_training)
+        if not distribution:
+            return Scores(mean, per_token)
+        return Scores(mean, per_token, [r[1] for r in rows], [r[2] for r in rows])
 
     @torch.no_grad()
     def score_with_prefixes(self, bases: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
@@ -377,14 +502,15 @@ class Scorer:
         The bases' keys/values are computed in left-padded batches of ``batch_size`` bases; their
         sequences are then scored in batches of ``batch_size``, bucketed by the length of the part after
         the shared prefix, which is all that runs through the model. Models whose cache cannot be laid
-        out this way (see `_cache_layout`) are scored by `score_ids`.
+        out this way (see `_cache_layout`) are scored by `score_ids`. Under several processes the work
+        is split by base, so each base's prefix is computed once, on the process that has its items.
         """
         n = len(prompts)
         if not (len(answers) == len(base_of) == len(shared) == n) or (hidden is not None and len(hidden) != n):
             raise ValueError("prompts, answers, base_of, shared (and hidden) need one entry per sequence")
         lengths = [len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
         for i, m in enumerate(lengths):
-            self._check_length(m, f"prompt+answer #{i}")
+            self.check_length(m, f"prompt+answer #{i}")
         if not n:
             return Scores(np.array([]), [])
         # cache region ≤ the longest base, suffix ≤ the longest sequence
@@ -398,120 +524,109 @@ class Scorer:
                 raise ValueError(f"prompt #{i} does not start with the first {keep[i]} tokens of base #{base_of[i]}")
             if hidden is not None and any(h < keep[i] for h in hidden[i]):
                 raise ValueError(f"prompt #{i} hides a position inside its shared prefix of {keep[i]} tokens")
-        per_token: list[np.ndarray] = [np.empty(0)] * n
         items_of: list[list[int]] = [[] for _ in bases]
         for i in range(n):
             items_of[base_of[i]].append(i)
-        args = (bases, prompts, answers, hidden, lengths, keep, base_of, items_of, with_config, per_token)
-        if distributed.world() > 1:
-            # sharded by base, so each base's prefix is computed once, on the process that has its items
-            def share(mine: list[int]) -> list[list[tuple[int, np.ndarray]]]:
-                self._prefixed_into(*args, mine)
-                return [[(i, per_token[i]) for i in items_of[b]] for b in mine]
+        suffix = [lengths[i] - keep[i] for i in range(n)]  # what runs through the model
 
-            for rows in distributed.map_shards(len(bases), share):
-                for i, t in rows:
-                    per_token[i] = t
-        else:
-            self._prefixed_into(*args, range(len(bases)))
+        def chunks(share: list[int]) -> list[list[int]]:  # the share's bases with items, longest first
+            used = sorted((b for b in share if items_of[b]), key=lambda b: -len(bases[b]))
+            return [used[c:c + self.batch_size] for c in range(0, len(used), self.batch_size)]
+
+        def run(chunk: list[int]) -> list[list[np.ndarray]]:  # per base, its sequences' [T_i] log-probs
+            device = self.device
+            kv, L = _prefix_kv(self.model, [bases[b] for b in chunk], self.pad_id, with_config, device)
+            start_of = {b: r * L + L - len(bases[b]) for r, b in enumerate(chunk)}
+            items = [i for b in chunk for i in items_of[b]]
+            got: dict[int, np.ndarray] = {}
+            for idx in _bucketed(items, suffix, self.batch_size):
+                hide = None if hidden is None else [[h - keep[i] for h in hidden[i]] for i in idx]
+                batch = pack([prompts[i][keep[i]:] for i in idx], [answers[i] for i in idx], self.pad_id,
+                             hide).to(device)
+                k = torch.tensor([keep[i] for i in idx], device=device)
+                batch.position_ids += k[:, None]
+                start = torch.tensor([start_of[base_of[i]] for i in idx], device=device)
+                lp_t = _prefixed_batch(self.model, batch, kv, start, k, with_config)
+                if not _answers_finite(lp_t, batch):
+                    # the plain path raises the diagnosed error (broken weights, float16 overflow)
+                    # naming the items by their indices here; only this failing path pays for it
+                    self.score_ids(prompts, answers, hidden)
+                    raise UnpactError(f"answer log-probs are NaN or infinite for items {sorted(idx)[:5]} with "
+                                      "a cached prefix but not without one; score them with score_ids "
+                                      "(prefix_reuse=False in attribution)")
+                got.update(zip(idx, _cut(lp_t.cpu().numpy(), idx, answers), strict=True))
+            return [[got[i] for i in items_of[b]] for b in chunk]
+
+        per_token: list[np.ndarray] = [np.empty(0)] * n
+        for b, rows in enumerate(self._map_batches(len(bases), chunks, run)):
+            for i, t in zip(items_of[b], rows or (), strict=True):
+                per_token[i] = t
         return Scores(np.array([t.mean() if t.size else np.nan for t in per_token]), per_token)
 
-    def _prefixed_into(self, bases: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
-                       answers: Sequence[Sequence[int]], hidden: Sequence[Sequence[int]] | None,
-                       lengths: Sequence[int], keep: Sequence[int], base_of: Sequence[int],
-                       items_of: Sequence[Sequence[int]], with_config: bool, per_token: list[np.ndarray],
-                       todo: Sequence[int]) -> None:
-        """`score_with_prefixes` of the sequences of the bases ``todo`` (indices into ``bases``; their
-        sequences are ``items_of[b]``), written into ``per_token`` [N] at the sequences' indices."""
-        used = sorted((b for b in todo if items_of[b]), key=lambda b: -len(bases[b]))
-        device = self.device
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for c in range(0, len(used), self.batch_size):
-                chunk = used[c:c + self.batch_size]
-                kv, L = _prefix_kv(self.model, [bases[b] for b in chunk], self.pad_id, with_config, device)
-                start_of = {b: r * L + L - len(bases[b]) for r, b in enumerate(chunk)}
-                items = [i for b in chunk for i in items_of[b]]
-                for bucket in length_buckets([lengths[i] - keep[i] for i in items], self.batch_size):
-                    idx = [items[j] for j in bucket]
-                    hide = None if hidden is None else [[h - keep[i] for h in hidden[i]] for i in idx]
-                    batch = pack([prompts[i][keep[i]:] for i in idx], [answers[i] for i in idx], self.pad_id,
-                                 hide).to(device)
-                    k = torch.tensor([keep[i] for i in idx], device=device)
-                    batch.position_ids += k[:, None]
-                    start = torch.tensor([start_of[base_of[i]] for i in idx], device=device)
-                    lp_t = _prefixed_batch(self.model, batch, kv, start, k, with_config)
-                    if not _answers_finite(lp_t, batch):
-                        # the plain path raises the diagnosed error (broken weights, float16 overflow)
-                        # naming the items by their indices here; only this failing path pays for it
-                        self.score_ids(prompts, answers, hidden)
-                        from .errors import UnpactError
+    def prefix_cache(self, prefix: Sequence[int], max_len: int) -> PrefixCache | None:
+        """The keys/values of ``prefix`` (P token ids, at positions 0 … P − 1), computed once without
+        gradients, for `forward_embeds` rows that continue it.
 
-                        raise UnpactError(f"answer log-probs are NaN or infinite for items {sorted(idx)[:5]} with "
-                                          "a cached prefix but not without one; score them with score_ids "
-                                          "(prefix_reuse=False in attribution)")
-                    self._store(lp_t, idx, answers, per_token)
-        finally:
-            self.model.train(was_training)
+        None when there is nothing to reuse: an empty prefix, or a model whose cache cannot be laid out
+        as the prefix followed by rows, up to ``max_len`` positions in all (see `_cache_layout`).
+        """
+        if not len(prefix):
+            return None
+        with_config = _cache_layout(self.model, max_len)
+        if with_config is None:
+            return None
+        with torch.no_grad():
+            kv, _ = _prefix_kv(self.model, [list(prefix)], self.pad_id, with_config, self.device)
+        return PrefixCache(kv, len(prefix), with_config)
 
-    @staticmethod
-    def _store(lp_t: torch.Tensor, idx: list[int], answers: Sequence[Sequence[int]],
-               per_token: list[np.ndarray], stats: tuple[np.ndarray, ...] = (),
-               into: tuple[list[np.ndarray], ...] = ()) -> None:
-        """Cut each row of a batch's [B, T] answer log-probs (and [B, T] ``stats``) to its own answer."""
-        lp = lp_t.cpu().numpy()
-        T = lp.shape[1]
-        for row, i in enumerate(idx):
-            keep = slice(T - len(answers[i]), T)
-            per_token[i] = lp[row, keep].astype(np.float64)
-            for x, out in zip(stats, into, strict=True):
-                out[i] = x[row, keep].astype(np.float64)
+    def forward_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                       logits_to_keep: int, prefix: PrefixCache | None = None) -> torch.Tensor:
+        """Logits [B, logits_to_keep, V] (model dtype) of the model run on input embeddings, with gradients.
 
-    def score(self, questions: Sequence[str], answers: Sequence[str]) -> Scores:
-        """LP(x, y) for question/answer strings under the prompt format."""
-        return self.score_ids([self.fmt.encode(q).ids for q in questions],
-                              [self.fmt.encode_answer(a) for a in answers])
+        inputs_embeds: [B, S, H]; attention_mask, position_ids: [B, S], the position ids counting from
+        the start of the whole sequence (after ``prefix.length`` tokens where a prefix is given). With
+        ``prefix`` (`prefix_cache`) every row continues it: its cached keys/values come first, seen
+        by every row, and only the S positions run through the model.
+        """
+        if prefix is None:
+            return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False, logits_to_keep=logits_to_keep).logits
+        from transformers import DynamicCache
+
+        B = inputs_embeds.shape[0]
+        layers = [tuple(x.transpose(0, 1)[None].expand(B, -1, -1, -1) for x in layer)
+                  for layer in prefix.kv]  # [B, heads, P, d], views of the one prefix
+        cache = DynamicCache(layers, config=self.model.config) if prefix.with_config else DynamicCache(layers)
+        mask = torch.cat([torch.ones(B, prefix.length, dtype=attention_mask.dtype, device=attention_mask.device),
+                          attention_mask], dim=1)  # [B, P + S]
+        return self.model(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, cache=cache,
+                          use_cache=True, logits_to_keep=logits_to_keep).logits
 
     @torch.no_grad()
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None,
                      raw: bool = False) -> list[str]:
-        """Greedy continuations of prompt ids, cut at the end of the answer line (``raw``: uncut)."""
+        """Greedy continuations of prompt ids, cut at the end of the answer line (``raw``: uncut).
+
+        Under several processes each generates a contiguous share in its own length buckets: batch
+        shapes differ from one process's, so a greedy pick could only differ where two tokens tie to
+        float rounding.
+        """
         max_new = max_new_tokens or self.max_new_tokens
-        outputs: list[str] = [""] * len(prompts)
-        if distributed.world() > 1:
-            # a contiguous share per process, bucketed there: batch shapes differ from one process's,
-            # so a greedy pick could only differ where two tokens tie to float rounding
-            def share(idx: list[int]) -> list[str]:
-                self._generate_into(prompts, max_new, raw, idx, outputs)
-                return [outputs[i] for i in idx]
-
-            return distributed.map_shards(len(prompts), share)
-        self._generate_into(prompts, max_new, raw, range(len(prompts)), outputs)
-        return outputs
-
-    def _generate_into(self, prompts: Sequence[Sequence[int]], max_new: int, raw: bool, todo: Sequence[int],
-                       outputs: list[str]) -> None:
-        """`generate_ids` of the prompts ``todo`` (indices), written into ``outputs`` at those indices."""
-        was_training = self.model.training
-        self.model.eval()
+        lengths = [len(p) for p in prompts]
         stop = None if raw else self._first_line_only()
-        try:
-            for bucket in length_buckets([len(prompts[i]) for i in todo], self.generate_batch_size):
-                idx = [todo[j] for j in bucket]
-                self._check_length(max(len(prompts[i]) for i in idx) + max_new, "prompt+generation")
-                batch = pack([prompts[i] for i in idx], [[] for _ in idx], self.pad_id).to(self.device)
-                gen = self.model.generate(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    max_new_tokens=max_new, do_sample=False, pad_token_id=self.pad_id,
-                    eos_token_id=self.tokenizer.eos_token_id, stopping_criteria=stop,
-                )
-                new = gen[:, batch.input_ids.shape[1]:]
-                for row, i in enumerate(idx):
-                    text = self.tokenizer.decode(new[row], skip_special_tokens=True)
-                    outputs[i] = text if raw else self.fmt.clean_generation(text)
-        finally:
-            self.model.train(was_training)
+
+        def run(idx: list[int]) -> list[str]:
+            self.check_length(max(lengths[i] for i in idx) + max_new, "prompt+generation")
+            batch = pack([prompts[i] for i in idx], [[] for _ in idx], self.pad_id).to(self.device)
+            gen = self.model.generate(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                max_new_tokens=max_new, do_sample=False, pad_token_id=self.pad_id,
+                eos_token_id=self.tokenizer.eos_token_id, stopping_criteria=stop,
+            )
+            texts = [self.tokenizer.decode(row, skip_special_tokens=True) for row in gen[:, batch.input_ids.shape[1]:]]
+            return texts if raw else [self.fmt.clean_generation(t) for t in texts]
+
+        return self._map_batches(len(prompts), lambda share: _bucketed(share, lengths, self.generate_batch_size), run)
 
     @torch.no_grad()
     def sample_ids(self, prompts: Sequence[Sequence[int]], n: int, temperature: float, top_p: float, top_k: int,
@@ -537,42 +652,25 @@ class Scorer:
         buckets = length_buckets([len(r) for r in rows], self.generate_batch_size)
         settings = {"max_new_tokens": max_new, "do_sample": True, "temperature": temperature, "top_p": top_p,
                     "top_k": top_k, "pad_token_id": self.pad_id, "eos_token_id": self.tokenizer.eos_token_id}
+        device = self.device
+        stop = self._first_line_only()
 
-        def run(which: list[int]) -> list[list[str]]:
-            return self._sample_batches(rows, buckets, which, seed, settings)
+        def run(which: list[int]) -> list[list[str]]:  # one batch: ``which`` is [its index into buckets]
+            (b,) = which
+            idx = buckets[b]
+            self.check_length(max(len(rows[i]) for i in idx) + max_new, "prompt+generation")
+            batch = pack([rows[i] for i in idx], [[] for _ in idx], self.pad_id).to(device)
+            torch.manual_seed(batch_seed(seed, b))
+            gen = self.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                      stopping_criteria=stop, **settings)
+            return [[self.fmt.clean_generation(self.tokenizer.decode(row, skip_special_tokens=True))
+                     for row in gen[:, batch.input_ids.shape[1]:]]]
 
         flat: list[str] = [""] * len(rows)
-        texts = distributed.map_shards(len(buckets), run) if distributed.world() > 1 else run(range(len(buckets)))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            # the batches, not the rows, are the items shared out: each is formed as by one process
+            texts = self._map_batches(len(buckets), lambda share: [[b] for b in share], run)
         for idx, out in zip(buckets, texts, strict=True):
             for i, text in zip(idx, out, strict=True):
                 flat[i] = text
         return [flat[p * n:(p + 1) * n] for p in range(len(prompts))]
-
-    def _sample_batches(self, rows: Sequence[Sequence[int]], buckets: list[list[int]], which: Sequence[int],
-                        seed: int, settings: dict) -> list[list[str]]:
-        """The cleaned samples of the batches ``which`` (indices into ``buckets``, each a list of row
-        indices), one list of strings per batch, batch b seeded by `batch_seed` (seed, b)."""
-        out: list[list[str]] = []
-        device = self.device
-        stop = self._first_line_only()
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                for b in which:
-                    idx = buckets[b]
-                    self._check_length(max(len(rows[i]) for i in idx) + settings["max_new_tokens"], "prompt+generation")
-                    batch = pack([rows[i] for i in idx], [[] for _ in idx], self.pad_id).to(device)
-                    torch.manual_seed(batch_seed(seed, b))
-                    gen = self.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                              stopping_criteria=stop, **settings)
-                    new = gen[:, batch.input_ids.shape[1]:]
-                    out.append([self.fmt.clean_generation(self.tokenizer.decode(new[row], skip_special_tokens=True))
-                                for row in range(len(idx))])
-        finally:
-            self.model.train(was_training)
-        return out
-
-    def generate(self, questions: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
-        """Greedy answers to questions under the prompt format."""
-        return self.generate_ids([self.fmt.encode(q).ids for q in questions], max_new_tokens)

@@ -197,3 +197,16 @@ def loo_attributions(scorer: Scorer, questions: Sequence[str], answers: Sequence
             groups=f.groups if custom else None, target=target, per_answer_token=matrix,
         ))
     return results
+
+
+from .registry import attribution_method  # noqa: E402  (here, beside the method it registers)
+
+
+@attribution_method("loo", needs_weights=False,
+                    help="leave-one-out: LP(x, y) − LP(x without the feature, y), by delete, replace or mask")
+def _loo(scorer: Scorer, questions: Sequence[str], answers: Sequence[str], *, ablation: str, features: str,
+         spans: Sequence[Sequence[tuple[int, int]] | None] | None, baseline_id: int | None, target: str,
+         per_answer_token: bool = False, prefix_reuse: bool = True, **_: object) -> list[Attribution]:
+    return loo_attributions(scorer, questions, answers, ablation=ablation, features=features, spans=spans,
+                            baseline_id=baseline_id, target=target, per_answer_token=per_answer_token,
+                            prefix_reuse=prefix_reuse)

@@ -37,7 +37,7 @@ import torch
 
 from .. import distributed
 from ..errors import UnpactError
-from ..scoring import Scorer, _cache_layout, _prefix_kv, length_buckets
+from ..scoring import Scorer, length_buckets, require
 from .ablation import Attribution, ablate, check_target
 from .features import make_features
 
@@ -91,27 +91,18 @@ def _embedding_gradients(scorer: Scorer, prompts: list[list[int]], answers: list
     the last answer token predicts nothing, and only the answer positions get logits, whose log-probs
     come from a logsumexp rather than a [B, T, V] log-softmax. Nothing before the first question
     token depends on α (causal attention), so with ``prefix_reuse`` (and a model whose cache allows it,
-    see `unpact.scoring._cache_layout`) the prefix all prompts share — the template's opening — is run
-    once, without gradients, and every row starts after it, attending to its cached keys/values.
+    see `unpact.scoring.Scorer.prefix_cache`) the prefix all prompts share — the template's opening — is
+    run once, without gradients, and every row starts after it, attending to its cached keys/values.
     """
-    from transformers import DynamicCache
-
-    model = scorer.model
-    emb = model.get_input_embeddings()
+    emb = scorer.model.get_input_embeddings()
     device = scorer.device
     K, m = len(prompts), len(alphas)
     if not K:
         return [], [], np.empty((0, m))
     P = _shared_prefix(prompts, qpos) if prefix_reuse else 0
     # a batch's layout (cached prefix, then the rows' suffixes) never exceeds the longest prompt+answer
-    with_config = _cache_layout(model, max(len(p) + len(a) for p, a in zip(prompts, answers, strict=True))) if P else None
-    if with_config is None:
-        P = 0
-    if P:  # the one shared prefix's keys/values, per layer [P, heads, d] (`unpact.scoring._prefix_kv`)
-        with torch.no_grad():
-            kv, _ = _prefix_kv(model, [prompts[0][:P]], scorer.pad_id, with_config, device)
-    else:
-        kv = []
+    prefix = scorer.prefix_cache(prompts[0][:P], max(len(p) + len(a) for p, a in zip(prompts, answers, strict=True)))
+    P = prefix.length if prefix is not None else 0
     seqs = [p[P:] + a[:-1] for p, a in zip(prompts, answers, strict=True)]  # what runs per row
     with torch.no_grad():
         base = emb(torch.tensor([baseline_id], device=device))[0]  # [H]
@@ -147,15 +138,7 @@ def _embedding_gradients(scorer: Scorer, prompts: list[list[int]], answers: list
             e = emb(ids_t)  # [B, S, H]
         a = torch.tensor([alphas[rows[r][1]] for r in bucket], dtype=e.dtype, device=device).view(-1, 1, 1)
         x = torch.where(qmask_t, base + a * (e - base), e).detach().requires_grad_(True)
-        if P:
-            cache = [tuple(x.transpose(0, 1)[None].expand(B, -1, -1, -1) for x in layer) for layer in kv]  # [B, heads, P, d]
-            cache = DynamicCache(cache, config=model.config) if with_config else DynamicCache(cache)
-            mask_t = torch.cat([torch.ones(B, P, dtype=mask_t.dtype, device=device), mask_t], dim=1)  # [B, P + S]
-            logits = model(inputs_embeds=x, attention_mask=mask_t, position_ids=position_ids, cache=cache,
-                           use_cache=True, logits_to_keep=T).logits
-        else:
-            logits = model(inputs_embeds=x, attention_mask=mask_t, position_ids=position_ids, use_cache=False,
-                           logits_to_keep=T).logits
+        logits = scorer.forward_embeds(x, mask_t, position_ids, T, prefix)
         # [B, T, V]: position S - T + t predicts answer slot t (sliced again: a model may ignore logits_to_keep)
         logits = logits[:, -T:].float()
         lp = (logits.gather(-1, answer_ids_t.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)) * answer_mask_t
@@ -187,6 +170,7 @@ def gradient_attributions(scorer: Scorer, questions: Sequence[str], answers: Seq
     ``completeness_gap`` and ``relative_gap``. Under several processes (`unpact.distributed`) each
     attributes a share of the items and every process returns all of them.
     """
+    require(scorer, "gradient attribution", "weights", "hidden_states")
     check_target(target)
     if method not in GRADIENT_METHODS:
         raise UnpactError(f"unknown gradient method {method!r}: use one of {', '.join(GRADIENT_METHODS)}")
@@ -197,7 +181,7 @@ def gradient_attributions(scorer: Scorer, questions: Sequence[str], answers: Seq
     encoded = [fmt.encode(q) for q in questions]
     answer_ids = [fmt.encode_answer(a) for a in answers]
     for i, (enc, a) in enumerate(zip(encoded, answer_ids, strict=True)):
-        scorer._check_length(len(enc.ids) + len(a), f"prompt+answer #{i}")
+        scorer.check_length(len(enc.ids) + len(a), f"prompt+answer #{i}")
     if distributed.world() > 1:
         # each process attributes a contiguous share of the items (every item's gradients are its own,
         # so only the batch shapes, hence float rounding, depend on the process count)
@@ -209,14 +193,10 @@ def gradient_attributions(scorer: Scorer, questions: Sequence[str], answers: Seq
                                          prefix_reuse=prefix_reuse)
 
         return distributed.map_shards(len(questions), share)
-    was_training = scorer.model.training
-    scorer.model.eval()
-    try:
+    with scorer.eval_mode():
         grads, embeds, values = _embedding_gradients(scorer, [enc.ids for enc in encoded], answer_ids,
                                                      [range(*enc.span) for enc in encoded], alphas, baseline,
                                                      target, prefix_reuse)
-    finally:
-        scorer.model.train(was_training)
     f_ends = None
     if ig:  # F(x) and F(baseline) for the completeness check, through the ordinary scorer
         ends = scorer.score_ids([p for enc in encoded for p in (enc.ids, ablate(enc, range(len(enc.question_ids)),
@@ -254,3 +234,28 @@ def gradient_attributions(scorer: Scorer, questions: Sequence[str], answers: Seq
             attr.relative_gap = float(attr.completeness_gap / abs(fx - fb)) if fx != fb else None
         results.append(attr)
     return results
+
+
+from .registry import attribution_method  # noqa: E402  (here, beside the methods it registers)
+
+
+def _registered(method: str):
+    """`gradient_attributions` with ``method`` fixed, in the registry's common signature."""
+
+    def run(scorer: Scorer, questions: Sequence[str], answers: Sequence[str], *, features: str,
+            spans: Sequence[Sequence[tuple[int, int]] | None] | None, baseline_id: int | None, target: str,
+            steps: int = 32, rule: str = "gausslegendre", prefix_reuse: bool = True, **_: object) -> list[Attribution]:
+        return gradient_attributions(scorer, questions, answers, method=method, steps=steps, rule=rule,
+                                     baseline_id=baseline_id, target=target, features=features, spans=spans,
+                                     prefix_reuse=prefix_reuse)
+
+    return run
+
+
+_HELP = {
+    "saliency": "‖∂F/∂e_i‖₂: the gradient's norm at each question token's embedding (unsigned)",
+    "input_x_gradient": "e_i · ∂F/∂e_i: embedding times gradient, summed over the hidden dimension (signed)",
+    "integrated_gradients": "(e_i − b_i) · ∫ ∂F/∂e_i along the path from a baseline b (signed, complete)",
+}
+for _name in GRADIENT_METHODS:  # the tuple `gradient_attributions` checks against: the two cannot drift apart
+    attribution_method(_name, help=_HELP[_name], needs_weights=True)(_registered(_name))

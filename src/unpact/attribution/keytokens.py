@@ -1,4 +1,4 @@
-"""KeyTokens: the prompt tokens the answer leans on (unPact, DESIGN.md).
+"""KeyTokens: the prompt tokens the answer leans on (unPact; docs/design.md, KeyTokens).
 
 With P = {i : C_i > 0}: if |P| < β, K = P; otherwise K = {i ∈ P : C_i / Σ_{j∈P} C_j > α}.
 """

@@ -45,3 +45,17 @@ def chunk_texts(encode: Callable[[str], list[int]], texts: Sequence[str], corpus
         raise UnpactError(f"raw text {corpus}: no text longer than context_tokens = {context_tokens} tokens; "
                           "give longer texts or a smaller raw_text.context_tokens")
     return chunks
+
+
+def raw_training_sets(corpora: dict[str, Sequence[str]], cfg, encode: Callable[[str], list[int]]
+                      ) -> tuple[list[TextChunk], list[TextChunk]]:
+    """The forget and retain windows of a benchmark's raw ``corpora`` for unlearning from raw text:
+    the corpora ``cfg.forget`` and ``cfg.retain`` (a `RawTextConfig`) cut by `chunk_texts`."""
+
+    def windows(name: str) -> list[TextChunk]:
+        if not corpora.get(name):
+            raise UnpactError(f"raw_text: the benchmark has no raw corpus '{name}' (it has: "
+                              f"{', '.join(sorted(corpora)) or 'none'}); name one of those in raw_text.forget/retain")
+        return chunk_texts(encode, corpora[name], name, cfg.chunk_tokens, cfg.context_tokens)
+
+    return windows(cfg.forget), windows(cfg.retain)

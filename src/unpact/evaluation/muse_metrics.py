@@ -15,7 +15,7 @@ functions, as in MUSE's generation loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -85,3 +85,58 @@ def utility_preserved(knowmem_retain_unlearned: float, knowmem_retain_original: 
     if not knowmem_retain_original > 0:
         raise UnpactError(f"utility_preserved: knowmem_retain_original must be > 0, got {knowmem_retain_original}")
     return float(knowmem_retain_unlearned) / float(knowmem_retain_original)
+
+
+# ---------------------------------------------------------------- the study's MUSE numbers (metrics.json)
+# Registered in the order metrics.json has always listed them. PrivLeak is always there (null without a
+# gold model); the KnowMem/VerbMem numbers only with MUSE material, as before.
+
+from .registry import Material, Missing, benchmark_metric  # noqa: E402  (below the formulas they use)
+
+
+@benchmark_metric("muse.privleak_min_k",
+                  help="MUSE 'PrivLeak' (%) of the Min-K% membership AUC relative to the gold model's",
+                  needs={"mia.min_k": "the model's Min-K% forget-vs-holdout AUC (membership inference)",
+                         "gold.mia_auc.min_k": "the gold model's Min-K% AUC (a model never trained on the forget set)"})
+def _privleak_min_k(m: Material) -> float:
+    gold = m["gold.mia_auc.min_k"]
+    if not gold < 1:
+        raise Missing(f"the gold model's Min-K% AUC is {gold}: PrivLeak divides by 1 − AUC")
+    return privleak(m["mia.min_k"], gold)
+
+
+def _knowmem_on(split: str) -> Callable[[Material], float]:
+    def run(m: Material) -> float:
+        return knowmem(m[f"muse.knowmem.{split}"], [it.answer for it in m[f"items.{split}"]])
+
+    return run
+
+
+for _split in ("forget", "retain"):
+    benchmark_metric(f"muse.knowmem_{_split}", when_missing="omit",
+                     help=f"MUSE 'KnowMem' on {_split}: mean ROUGE-L F1 of the answers after MUSE's ICL demonstrations",
+                     needs={f"muse.knowmem.{_split}": "KnowMem answers (`muse_raw`; the benchmark's ICL demonstrations)",
+                            f"items.{_split}": f"the {_split} items (their gold answers)"})(_knowmem_on(_split))
+
+
+@benchmark_metric("muse.utility_preserved", when_missing="omit",
+                  help="retain KnowMem relative to the model before unlearning (1 = no utility lost)",
+                  needs={"muse.knowmem.retain": "KnowMem answers on retain (`muse_raw`)",
+                         "items.retain": "the retain items (their gold answers)",
+                         "original_muse.knowmem.retain": "the original model's KnowMem answers on retain"})
+def _utility_preserved(m: Material) -> float:
+    golds = [it.answer for it in m["items.retain"]]
+    now = m.section.get("knowmem_retain")
+    if now is None:
+        now = knowmem(m["muse.knowmem.retain"], golds)
+    before = knowmem(m["original_muse.knowmem.retain"], golds)
+    if not before > 0:
+        raise Missing("the original model's retain KnowMem is 0: nothing to preserve a share of")
+    return utility_preserved(now, before)
+
+
+@benchmark_metric("muse.verbmem_forget", when_missing="omit",
+                  help="MUSE 'VerbMem': mean ROUGE-L F1 of the continuations of forget-text prompts",
+                  needs={"muse.verbmem": "VerbMem continuations and references (`muse_raw`; forget-text prompt pairs)"})
+def _verbmem_forget(m: Material) -> float:
+    return verbmem(m["muse.verbmem"]["continuations"], m["muse.verbmem"]["references"])

@@ -1,4 +1,4 @@
-"""The dilemma rates (DESIGN.md), as plain functions over boolean correctness arrays.
+"""The dilemma rates (docs/design.md, Rates), as plain functions over boolean correctness arrays.
 
 All arrays are [N] over the same items in the same order. A rate with an empty denominator is None.
 """

@@ -139,3 +139,55 @@ def tofu_rouge_l(predictions: Sequence[str], golds: Sequence[str]) -> float:
     if not predictions:
         raise UnpactError("tofu_rouge_l: no answers given")
     return float(np.mean([rouge_l_recall(p, g, stem=True) for p, g in zip(predictions, golds, strict=True)]))
+
+
+# ---------------------------------------------------------------- the study's TOFU numbers (metrics.json)
+# Registered in the order metrics.json has always listed them: per split probability, ROUGE-L recall and
+# truth ratio, then forget quality and model utility.
+
+from .registry import Material, Missing, benchmark_metric  # noqa: E402  (below the formulas they use)
+
+
+@benchmark_metric("tofu.probability", per_split=True,
+                  help="TOFU 'Prob.': mean length-normalised probability of the gold answers "
+                       "(normalised against the perturbed ones on the utility split)",
+                  needs={"tofu.{split}.probability": "the split's answer probability (`tofu_raw`; needs items)"})
+def _probability(m: Material) -> float:
+    return m["tofu.{split}.probability"]
+
+
+@benchmark_metric("tofu.rouge_l_recall", per_split=True,
+                  help="TOFU 'ROUGE': mean ROUGE-L recall (Porter stems) of the greedy answers against the gold ones",
+                  needs={"answers.{split}.answers": "the model's greedy answers to the split's questions",
+                         "items.{split}": "the split's items (their gold answers)"})
+def _rouge_l_recall(m: Material) -> float:
+    return tofu_rouge_l(m["answers.{split}.answers"], [it.answer for it in m["items.{split}"]])
+
+
+@benchmark_metric("tofu.truth_ratio", per_split=True,
+                  help="TOFU 'Truth Ratio': mean min(R, 1/R) on forget, mean max(0, 1 − R) on other splits",
+                  needs={"tofu.{split}.truth_ratios": "per-item truth ratios: items with perturbed answers"})
+def _truth_ratio(m: Material) -> float:
+    ratios = np.array(m["tofu.{split}.truth_ratios"])
+    return truth_ratio_closer_to_1(ratios) if m.split == "forget" else truth_ratio_true_better(ratios)
+
+
+@benchmark_metric("tofu.forget_quality",
+                  help="TOFU 'Forget Quality': KS-test p-value of the forget-set truth ratios against the gold model's",
+                  needs={"tofu.forget.truth_ratios": "forget-set truth ratios: forget items with perturbed answers",
+                         "gold.tofu.forget.truth_ratios": "the gold model's (never trained on the forget set: "
+                                                          "`unpact prepare --exclude forget`) forget-set truth ratios"})
+def _forget_quality(m: Material) -> float:
+    return forget_quality(m["tofu.forget.truth_ratios"], m["gold.tofu.forget.truth_ratios"])
+
+
+@benchmark_metric("tofu.model_utility",
+                  help="TOFU 'Model Utility': harmonic mean of the non-forget splits' probability, ROUGE and truth ratio",
+                  needs={"tofu": "TOFU material (`tofu_raw_splits`)"})
+def _model_utility(m: Material) -> float:
+    # the same numbers in the same order as the per-split rows: the harmonic mean's float sum follows it
+    parts = {f"{split}_{k}": v for split in m["tofu"] if split != "forget"
+             for k, v in m.section[split].items() if v is not None}
+    if not parts:
+        raise Missing("no TOFU number outside the forget split (retain, utility)")
+    return model_utility(parts)

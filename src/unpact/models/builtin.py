@@ -4,7 +4,8 @@ that memorises the built-in benchmark.
 Retain and utility items are trained under the plain question, its paraphrase and a random emphasis
 rewrite (with random question words as keywords); forget items only under the plain question and the
 paraphrase. Without the rewrites a tiny model answers only a fraction of *known* items once a prompt
-is rewritten, and keyword-emphasis "recovery" could not be told from breakage (see DESIGN.md).
+is rewritten, and keyword-emphasis "recovery" could not be told from breakage (docs/design.md,
+Built-in benchmark and model).
 """
 
 from __future__ import annotations

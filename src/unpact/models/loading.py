@@ -187,3 +187,21 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
         raise UnpactError(f"{path}: no model folder with tokenizer files here; give a model folder or a known model "
                           f"({', '.join(KNOWN)}) for --template")
     return _load_tokenizer(path, trust_remote_code)
+
+
+def save_model(model, tokenizer, dest: Path | None, replaces: Path | None = None) -> None:
+    """Save ``model`` (safetensors) and ``tokenizer`` into ``dest``: written beside it, then renamed,
+    so a folder named ``dest`` is always whole. ``replaces`` (default ``dest``) is removed first;
+    with ``dest`` None only that happens (a run that keeps no models)."""
+    import shutil
+
+    replaces = replaces or dest
+    if replaces is not None:
+        shutil.rmtree(replaces, ignore_errors=True)
+    if dest is None:
+        return
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(dest)

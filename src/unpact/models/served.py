@@ -4,7 +4,7 @@ The unPact contribution needs only answer log-probabilities, which an OpenAI-com
 endpoint returns for the prompt itself when asked with ``echo=true`` and ``logprobs``. So a model the
 user cannot open (llama.cpp's server, vLLM's OpenAI server) is scored, attributed (leave-one-out with
 ``delete`` ablation), evaluated and attacked with prompts exactly as a local one, through
-`ServedScorer`, which has the same methods as `Scorer`.
+`ServedScorer`, a `unpact.scoring.ScoringBackend` like the local `Scorer`.
 
 Tokens are the server's: `ServedTokenizer` asks the server how it splits a text (an echo request)
 and gives every distinct token string a stand-in integer id, so the prompt formats and the ablations,
@@ -12,9 +12,11 @@ which work on id lists, run unchanged; an id list becomes text again by joining 
 scored sequence is sent as text and the server tokenizes it again; the answer's log-probs are those of
 the tokens that end after the prompt's text.
 
-What needs the weights or the full next-token distribution is refused with a message saying so:
-gradient attributions, weight attacks (quantisation, relearning), the ``replace`` and ``mask``
-ablations (they need token ids or attention masks the API does not take), Min-K%++.
+Its `Capabilities` declare what it lacks: the weights, the full next-token distribution (the API
+returns at most a few top log-probs per position) and the model's internals (embeddings, attention
+masks, caches). What needs them is refused with a message saying so: gradient attributions, weight
+attacks (quantisation, relearning), the ``replace`` and ``mask`` ablations (they need token ids or
+attention masks the API does not take), Min-K%++.
 
 Quirks handled here, measured on llama-cpp-python 0.3.36: the first prompt token's log-prob is null;
 prompt log-probs come out shifted by one position unless the prompt starts with the model's BOS token
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import UnpactError
-from ..scoring import Scores
+from ..scoring import Capabilities, Scores, ScoringBackend
 from .client import CompletionsClient, unique
 
 
@@ -143,14 +145,14 @@ def _logprobs(choice: dict, client: CompletionsClient) -> dict:
     return lp
 
 
-class ServedScorer:
-    """`unpact.scoring.Scorer`'s interface for a served model (see the module docstring).
+class ServedScorer(ScoringBackend):
+    """The scoring backend of a served model (see the module docstring).
 
     Every distinct text is sent once per scorer (results are cached), ``client.concurrency`` requests
     at a time. ``batch_size`` only exists for interface parity.
     """
 
-    served = True
+    capabilities = Capabilities(weights=False, distribution=False, hidden_states=False)
 
     def __init__(self, client: CompletionsClient, fmt, max_new_tokens: int = 16, batch_size: int = 64):
         self.client, self.fmt, self.tokenizer = client, fmt, fmt.tokenizer
@@ -165,10 +167,14 @@ class ServedScorer:
                           "quantisation or relearning attacks, unlearning); use a local model folder for it")
 
     @property
+    def name(self) -> str:
+        return self.client.url
+
+    @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def _check_length(self, n: int, what: str) -> None:
+    def check_length(self, n: int, what: str) -> None:
         pass  # the server refuses what does not fit, with its own message
 
     def _text(self, ids: Sequence[int]) -> str:
@@ -222,10 +228,6 @@ class ServedScorer:
         """No key/value cache to share over HTTP (the server may cache prompts itself): `score_ids`."""
         return self.score_ids(prompts, answers, hidden)
 
-    def score(self, questions: Sequence[str], answers: Sequence[str]) -> Scores:
-        return self.score_ids([self.fmt.encode(q).ids for q in questions],
-                              [self.fmt.encode_answer(a) for a in answers])
-
     def _complete_text(self, prompt: str, **options) -> str:
         lead = "" if prompt.startswith(self.tokenizer.bos_text) else self.tokenizer.bos_text
         return str(self.client.complete(lead + prompt, **options).get("text") or "")
@@ -236,9 +238,6 @@ class ServedScorer:
         options = {"max_tokens": max_new_tokens or self.max_new_tokens, "temperature": 0}
         texts = self.client.map(lambda p: self._complete_text(p, **options), [self._text(p) for p in prompts])
         return texts if raw else [self.fmt.clean_generation(t) for t in texts]
-
-    def generate(self, questions: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
-        return self.generate_ids([self.fmt.encode(q).ids for q in questions], max_new_tokens)
 
     def sample_ids(self, prompts: Sequence[Sequence[int]], n: int, temperature: float, top_p: float, top_k: int,
                    seed: int, max_new_tokens: int | None = None) -> list[list[str]]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from ..attribution import Attribution
-from ..data.rewrites import EMPHASIS_STYLES, STOPWORDS, WORD, words
+from ..attribution import Attribution, key_tokens, loo_attributions
+from ..data.rewrites import EMPHASIS_STYLES, STOPWORDS, WORD, heuristic_keywords, words
 from ..errors import UnpactError
 from ..scoring import Scorer
+from .base import Attack, AttackContext, AttackKey, AttackRun, register, setting
 
 
 def words_of_tokens(question: str, offsets: Sequence[tuple[int, int]], tokens: Sequence[int]) -> list[str]:
@@ -59,3 +61,81 @@ def focus_on_key(scorer: Scorer, questions: Sequence[str], keywords: Sequence[Se
     """Rewrite every question with its keywords and answer greedily; returns (rewritten, answers)."""
     rewritten = [rewrite(q, kw, style) for q, kw in zip(questions, keywords, strict=True)]
     return rewritten, scorer.generate(rewritten) if rewritten else []
+
+
+# the keyword sources and the names their results are written under, in run order
+SOURCES = {"oracle": "focus_on_key", "self": "focus_on_key_self", "heuristic": "focus_on_key_heuristic",
+           "placebo": "placebo", "placebo_low": "placebo_low"}
+_SOURCE_OF = {v: k for k, v in SOURCES.items()}
+
+
+@dataclass
+class FocusOnKeySettings:
+    styles: list[str] = setting(["instruction"], "emphasis styles, each a rewrite of every forget question",
+                                lambda s: s in EMPHASIS_STYLES, f"choose from {', '.join(EMPHASIS_STYLES)}", each=True)
+
+
+@register
+class FocusOnKey(Attack):
+    """The unPact attack: each forgotten question asked again with its keywords emphasised, per
+    emphasis style and keyword source (oracle, self, heuristic), beside two placebo rewrites (random
+    and lowest-contribution words) and the oracle rewrite of retain/utility items (do no harm)."""
+
+    name = "focus_on_key"
+    help = "FocusOnKey: the question with its KeyToken words emphasised"
+    order = 0
+    always = True
+    control = "placebo rewrites emphasising other words of the question"
+    Settings = FocusOnKeySettings
+    prefix = ""  # its one setting is the study's ``recovery.styles``
+
+    @classmethod
+    def key_name(cls, key: AttackKey) -> str:
+        name = f"{SOURCES[key.keywords]}:{key.variant}"
+        return name if key.split == "forget" else f"{name}:{key.split}"
+
+    @classmethod
+    def parse_name(cls, name: str) -> AttackKey | None:
+        parts = name.split(":")
+        if len(parts) not in (2, 3) or parts[0] not in _SOURCE_OF:
+            return None
+        return AttackKey(cls.name, parts[1], _SOURCE_OF[parts[0]], parts[2] if len(parts) == 3 else "forget")
+
+    def run(self, ctx: AttackContext, settings: FocusOnKeySettings) -> dict[AttackKey, AttackRun]:
+        if not settings.styles:
+            return {}
+        sources = self.keyword_sources(ctx)
+        out: dict[AttackKey, AttackRun] = {}
+        for style in settings.styles:
+            for source, keywords in sources.items():
+                prompts, replies = focus_on_key(ctx.scorer, ctx.questions, keywords, style)
+                out[AttackKey(self.name, style, source)] = AttackRun(prompts, replies, keywords=keywords)
+            for split in ("retain", "utility"):
+                oracle = [b["keywords"] for b in ctx.base["attributions"][split]]
+                prompts, replies = focus_on_key(ctx.scorer, [it.question for it in ctx.splits[split]], oracle, style)
+                out[AttackKey(self.name, style, "oracle", split)] = AttackRun(prompts, replies)
+        return out
+
+    @staticmethod
+    def keyword_sources(ctx: AttackContext) -> dict[str, list[list[str]]]:
+        """Per keyword source, the keywords of every forget item."""
+        items, base_rows = ctx.forget, ctx.base["attributions"]["forget"]
+        oracle = [b["keywords"] for b in base_rows]
+        # self: the unlearned model attributes its own greedy answer — all a real attacker can do
+        own = ctx.answers["forget"]["answers"]
+        asked = [i for i, ans in enumerate(own) if ans.strip()]
+        own_attr = loo_attributions(ctx.scorer, [items[i].question for i in asked], [own[i] for i in asked])
+        self_kw: list[list[str]] = [[] for _ in items]
+        for i, attr in zip(asked, own_attr, strict=True):
+            self_kw[i] = keyword_words(attr, key_tokens(attr.contributions, ctx.alpha, ctx.beta))
+        fmt = ctx.scorer.fmt
+        low = [lowest_contribution_words(it.question, fmt.question_offsets(it.question), b["contributions"],
+                                         len(b["key"])) for it, b in zip(items, base_rows, strict=True)]
+        return {
+            "oracle": oracle,
+            "self": self_kw,
+            "heuristic": [heuristic_keywords(it.question) for it in items],
+            "placebo": [placebo_words(it.question, kw, random.Random(f"{ctx.seed}:{it.id}"))
+                        for it, kw in zip(items, oracle, strict=True)],
+            "placebo_low": low,
+        }

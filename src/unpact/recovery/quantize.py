@@ -14,12 +14,14 @@ code as any other model and is scored by the same `Scorer`.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..errors import UnpactError
+from .base import Attack, AttackContext, AttackKey, AttackRun, register, setting
 
 
 def quantize_weight(w: torch.Tensor, bits: int, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,3 +88,36 @@ def quantization_error(model: nn.Module, quantized: nn.Module) -> float:
             norm = torch.linalg.vector_norm(w.float().flatten()).item()
             worst = max(worst, diff / norm if norm > 0 else (0.0 if diff == 0 else float("inf")))
     return worst
+
+
+@dataclass
+class QuantizeSettings:
+    bits: list[int] = setting([8, 4], "bit widths, one run each (round-to-nearest, per output channel)",
+                              lambda b: b in (4, 8), "use 8 or 4", each=True)
+
+
+@register
+class Quantize(Attack):
+    """The unlearned model's weights rounded to each bit width (`quantize_model`), asked again."""
+
+    name = "quantize"
+    help = "round the weights to int8/int4 and ask again"
+    order = 4
+    changes_weights = True
+    needs_weights = True
+    Settings = QuantizeSettings
+
+    @classmethod
+    def key_name(cls, key: AttackKey) -> str:
+        return f"{cls.name}_{key.variant}"
+
+    @classmethod
+    def owns_variant(cls, variant: str) -> bool:
+        return variant.startswith("int") and variant[3:].isdigit()
+
+    def run(self, ctx: AttackContext, settings: QuantizeSettings) -> dict[AttackKey, AttackRun]:
+        out = {}
+        for bits in settings.bits:
+            quantized = ctx.rescore(quantize_model(ctx.scorer.model, bits))
+            out[AttackKey(self.name, f"int{bits}")] = AttackRun(ctx.questions, quantized.generate(ctx.questions))
+        return out

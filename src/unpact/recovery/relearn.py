@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +27,7 @@ from ..errors import UnpactError
 from ..optim import adamw
 from ..scoring import pack
 from ..unlearn.methods.base import nll
+from .base import Attack, AttackContext, AttackKey, AttackRun, register, setting
 
 
 def relearn_schedule(n_items: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
@@ -81,3 +83,27 @@ def relearn(model: torch.nn.Module, tokenizer, fmt, items: Sequence[Item], steps
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             opt.step()
     return tuned.to(dtype).eval()
+
+
+@dataclass
+class RelearnSettings:
+    steps: int = setting(10, "AdamW steps of answer NLL on the retain items", lambda n: n >= 1, "use at least 1 step")
+    lr: float = setting(1e-3, "relearning learning rate", lambda lr: lr > 0, "use a positive learning rate")
+
+
+@register
+class Relearn(Attack):
+    """A copy of the unlearned model fine-tuned on the retain items (`relearn`), asked again."""
+
+    name = "relearn"
+    help = "a few fine-tuning steps on retain items, then ask again"
+    order = 5
+    changes_weights = True
+    needs_weights = True
+    Settings = RelearnSettings
+
+    def run(self, ctx: AttackContext, settings: RelearnSettings) -> dict[AttackKey, AttackRun]:
+        s = ctx.scorer
+        relearned = relearn(s.model, s.tokenizer, s.fmt, ctx.splits["retain"], steps=settings.steps,
+                            lr=settings.lr, seed=ctx.seed)
+        return {AttackKey(self.name): AttackRun(ctx.questions, ctx.rescore(relearned).generate(ctx.questions))}

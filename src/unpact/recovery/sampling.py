@@ -8,12 +8,14 @@ model samples. Weights are untouched.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import UnpactError
 from ..evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
 from ..scoring import Scorer, batch_seed
+from .base import Attack, AttackContext, AttackKey, AttackRun, register, setting
 
 __all__ = ["any_correct", "batch_seed", "sample_answers"]
 
@@ -51,3 +53,25 @@ def any_correct(samples: Sequence[Sequence[str]], golds: Sequence[str],
     """Boolean array [Q]: is at least one of question q's samples correct (`is_correct`) for ``golds[q]``?"""
     return np.array([any(is_correct(s, gold, threshold) for s in group)
                      for group, gold in zip(samples, golds, strict=True)], dtype=bool)
+
+
+@dataclass
+class SamplingSettings:
+    n: int = setting(8, "samples per question: recovered if any is correct", lambda n: n >= 1, "use at least 1 sample")
+    temperature: float = setting(1.0, "sampling temperature", lambda t: t > 0, "use a value > 0")
+
+
+@register
+class Sampling(Attack):
+    """``n`` answers sampled per forget question (`sample_answers`), seeded by the study's seed."""
+
+    name = "sampling"
+    help = "n sampled answers per forgotten question, recovered if any is correct"
+    order = 1
+    Settings = SamplingSettings
+
+    def run(self, ctx: AttackContext, settings: SamplingSettings) -> dict[AttackKey, AttackRun]:
+        samples = sample_answers(ctx.scorer, ctx.questions, n=settings.n, temperature=settings.temperature,
+                                 seed=ctx.seed)
+        first = [next((s for s in group if s), "") for group in samples]
+        return {AttackKey(self.name): AttackRun(ctx.questions, first, samples=samples)}

@@ -18,6 +18,7 @@ from markupsafe import Markup
 from ..errors import UnpactError
 from ..evaluation.quadrant import DEFAULT_DESTRUCTIVE_THRESHOLD, DEFAULT_RECOVERY_THRESHOLD, quadrant
 from ..io import read_json, read_jsonl, write_atomic, write_json
+from ..recovery import AttackKey
 from .console import attack_label, format_rate
 from .heatmap import HEATMAP_CSS, shared_scale, token_heatmap_html
 
@@ -31,7 +32,7 @@ def _attack_rows(m: dict) -> list[dict]:
         ci = (m.get("recovery_ci95") or {}).get(attack)
         rows.append({"attack": attack, "label": attack_label(attack), "rate": rate,
                      "ci95": list(ci) if ci else None, "excess": (m.get("recovery_excess") or {}).get(attack),
-                     "placebo": attack.startswith("placebo")})
+                     "placebo": AttackKey.parse(attack).is_placebo})
     return rows
 
 
@@ -40,7 +41,7 @@ def strongest_attack(m: dict) -> tuple[str | None, float | None]:
     rewrite alone can help), the other attacks (sampling, paraphrase, few-shot) at their plain rate."""
     evidence = {a: v for a, v in (m.get("recovery_excess") or {}).items() if v is not None}
     evidence.update({a: r for a, r in (m.get("recovery_rate") or {}).items()
-                     if r is not None and not a.startswith(("focus_on_key", "placebo"))})
+                     if r is not None and AttackKey.parse(a).attack != "focus_on_key"})
     if not evidence:
         return None, None
     best = max(evidence, key=evidence.get)
@@ -58,7 +59,7 @@ def _sentence(m: dict, quadrant: str, thresholds: dict) -> str:
     how = "" if best is None else (f"{attack_label(best)} brings back {format_rate(rate)}"
                                    + (f" (95% CI {format_rate(ci[0])}–{format_rate(ci[1])})" if ci else "")
                                    + f" of the {m['n_forgotten']} forgotten items"
-                                   + (f", {format_rate(value)} above its placebo" if best.startswith("focus") else ""))
+                                   + (f", {format_rate(value)} above its placebo" if best in (m.get("recovery_excess") or {}) else ""))
     limit = format_rate(thresholds.get("recovery"))
     if not m.get("n_forgotten"):
         parts = ["nothing was forgotten: the unlearned model still answers every forget item the original knows"]
@@ -86,7 +87,7 @@ def verdict(metrics: dict, records: list[dict], models: dict) -> dict:
             continue
         hits = [{"attack": name, "label": attack_label(name), "prompt": a["prompt"], "answer": a["answer"]}
                 for name, a in (r.get("attacks") or {}).items()
-                if a.get("correct") and not name.startswith("placebo") and not a.get("changes_weights")]
+                if a.get("correct") and not AttackKey.parse(name).is_placebo and not a.get("changes_weights")]
         evidence.append({"item_id": r["item_id"], "question": r["question"], "gold": r["gold"],
                          "answer_before": r["answer_before"], "answer_after": r["answer_after"], "recovered_by": hits,
                          "tokens": r.get("tokens"), "contrib_before": r.get("contrib_before"),

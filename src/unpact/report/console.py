@@ -10,16 +10,24 @@ turns both into a list of single-run dicts, so every per-run helper here serves 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from ..recovery import AttackKey
 from .heatmap import colour, shared_scale, split_leading_space, text_colour, validate_heatmap
 
 MISSING = "–"  # shown wherever metrics.json has null (e.g. a rate over zero forgotten items)
+
+# The width the summary is laid out for when nothing says how wide the output is (a log, CI, a pipe
+# without COLUMNS): readable in a 120-column log viewer or terminal, unlike rich's 80.
+UNKNOWN_WIDTH = 120
 
 QUADRANT_STYLES = {
     "reliable": "green",
@@ -63,7 +71,7 @@ def recovery_attacks(metrics: dict) -> list[str]:
     for group in metric_groups(metrics):
         for method in (group.get("methods") or {}).values():
             seen.update(dict.fromkeys(a for a in method.get("recovery_rate") or {}
-                                      if a.startswith(("focus_on_key:", "focus_on_key_self:"))))
+                                      if _is_focus(a, ("oracle", "self"))))
     return list(seen)
 
 
@@ -81,16 +89,24 @@ def attack_label(attack: str) -> str:
 def best_baseline(method: dict) -> str:
     """The strongest non-FocusOnKey attack of a method, as ``name rate`` (`MISSING` if none ran)."""
     rates = {a: r for a, r in (method.get("recovery_rate") or {}).items()
-             if not a.startswith(("focus_on_key", "placebo")) and r is not None}
+             if not _is_focus(a) and r is not None}
     if not rates:
         return MISSING
     name = max(rates, key=rates.get)
     return f"{name} {format_rate(rates[name])}"
 
 
-def placebo_of(attack: str) -> str:
-    """The placebo control's name for an attack (``focus_on_key:instruction`` → ``placebo:instruction``)."""
-    return "placebo:" + attack.split(":", 1)[-1]
+def _is_focus(attack: str, sources: tuple[str, ...] | None = None) -> bool:
+    """Whether ``attack`` names a FocusOnKey run (placebos included), from ``sources`` if given."""
+    key = AttackKey.parse(attack)
+    return key.attack == "focus_on_key" and (sources is None or key.keywords in sources)
+
+
+def placebo_of(attack: str) -> str | None:
+    """The placebo control's name for a FocusOnKey run (``focus_on_key:instruction`` →
+    ``placebo:instruction``); None for attacks without one."""
+    key = AttackKey.parse(attack)
+    return replace(key, keywords="placebo").name if key.attack == "focus_on_key" else None
 
 
 def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
@@ -163,28 +179,98 @@ def summary_table(metrics: dict) -> Table:
     A grid's groups follow each other in one table, separated by a rule.
     """
     header, rows = summary_rows(metrics)
-    lead = header.index("Method") + 1  # the name columns: Method, after Model and Benchmark in a grid
-    table = Table(title=_title(metrics), caption=f"base model accuracy: {_base_accuracy_caption(metrics)}")
-    # Names, quadrants and values must stay whole; on a narrow terminal only the headers give way.
-    for name in header[:lead]:
-        table.add_column(name, style="bold" if name == "Method" else "", no_wrap=True)
-    for name in header[lead:-1]:
-        table.add_column(
-            name,
-            justify="right",
-            min_width=len("100.0% (100.0%)") if name.startswith("Recovery")
-            else len("quantize_int8 100.0%") if name == "Best other attack" else len("100.0%"),
-            overflow="fold",
-        )
-    table.add_column(header[-1], no_wrap=True)
+    lead = header.index("Method") + 1
+    return _table(header, rows, list(range(len(header))), lead, _title(metrics), _caption(metrics))
+
+
+def summary_tables(metrics: dict, width: int = UNKNOWN_WIDTH) -> list[Table]:
+    """The summary laid out for ``width`` columns: `summary_table` when it fits, else its rows in several
+    tables of fewer metric columns, each led by the name columns; the first also shows the quadrant,
+    right after the names, as the verdict the other columns explain.
+
+    Cells stay whole on one line; headers wrap at spaces, into as few lines as the width allows. A
+    column set too wide even alone (a very narrow terminal) gets a table of its own, laid out by rich.
+    """
+    header, rows = summary_rows(metrics)
+    lead = header.index("Method") + 1
+    title, caption = _title(metrics), _caption(metrics)
+    everything = list(range(len(header)))
+    widths = _layout(header, rows, everything, lead, width)
+    if widths is not None:
+        return [_table(header, rows, everything, lead, title, caption, widths)]
+    names, quadrant = list(range(lead)), len(header) - 1
+    parts: list[list[int]] = [[*names, quadrant]]
+    for column in range(lead, quadrant):
+        if len(parts[-1]) > lead and _layout(header, rows, [*parts[-1], column], lead, width) is None:
+            parts.append(list(names))
+        parts[-1].append(column)
+    return [
+        _table(header, rows, columns, lead, f"{title} ({i} of {len(parts)})", caption if i == len(parts) else None,
+               _layout(header, rows, columns, lead, width))
+        for i, columns in enumerate(parts, 1)
+    ]
+
+
+def _layout(header: list[str], rows: list[list[str]], columns: list[int], lead: int, width: int) -> list[int] | None:
+    """Widths for ``columns`` of the summary within ``width`` cells, with the fewest header lines; None
+    if they cannot fit. Names and quadrants are never wrapped, and no cell is."""
+    quadrant = len(header) - 1
+    cells = {i: max((cell_len(row[i]) for row in rows), default=0) for i in columns}
+    labels = {i: _label(header[i]) for i in columns}
+    most_lines = max(len(labels[i].split()) for i in columns)
+    for lines in range(1, most_lines + 1):
+        widths = [max(cells[i], cell_len(labels[i]) if i < lead or i == quadrant else _wrap_width(labels[i], lines))
+                  for i in columns]
+        # A rich table's width: a space of padding each side of a column, a rule between and at each edge.
+        if sum(widths) + 3 * len(widths) + 1 <= width:
+            return widths
+    return None
+
+
+def _wrap_width(label: str, lines: int) -> int:
+    """The narrowest width at which ``label`` wraps at spaces into at most ``lines`` lines."""
+    words = [cell_len(w) for w in label.split()]
+    for width in range(max(words), cell_len(label) + 1):
+        used, count = 0, 1
+        for word in words:
+            if used and used + 1 + word > width:
+                used, count = 0, count + 1
+            used = word if not used else used + 1 + word
+        if count <= lines:
+            return width
+    return cell_len(label)
+
+
+def _label(name: str) -> str:
+    # rich wraps headers at spaces only; "FocusOnKey:instruction" may break after its colon too.
+    return name.replace(":", ": ")
+
+
+def _table(header: list[str], rows: list[list[str]], columns: list[int], lead: int, title: str | None,
+           caption: str | None, widths: list[int] | None = None) -> Table:
+    """The ``columns`` (indices into ``header``) of the summary as a rich Table, at ``widths`` when given.
+    Columns before ``lead`` are names (Model, Benchmark, Method); the header's last is the quadrant."""
+    table = Table(title=title, caption=caption)
+    quadrant = len(header) - 1
+    for k, i in enumerate(columns):
+        name = header[i]
+        width = None if widths is None else widths[k]
+        if i < lead or i == quadrant:  # names and quadrants stay whole
+            table.add_column(name, style="bold" if name == "Method" else "", no_wrap=True, width=width)
+        else:
+            cells = [row[i] for row in rows]
+            table.add_column(_label(name), justify="right", overflow="fold", width=width,
+                             min_width=max(map(cell_len, cells), default=1))
     for row, following in zip(rows, [*rows[1:], None], strict=False):  # no rows: no pairs
-        quadrant = row[-1]
         table.add_row(
-            *row[:-1],
-            Text(quadrant, style=QUADRANT_STYLES.get(quadrant, "")),
+            *(Text(row[i], style=QUADRANT_STYLES.get(row[i], "")) if i == quadrant else row[i] for i in columns),
             end_section=following is not None and following[: lead - 1] != row[: lead - 1],
         )
     return table
+
+
+def _caption(metrics: dict) -> str:
+    return f"base model accuracy: {_base_accuracy_caption(metrics)}"
 
 
 def _title(metrics: dict) -> str:
@@ -200,15 +286,17 @@ def _base_accuracy_caption(metrics: dict) -> str:
 
 
 def print_summary(metrics: dict, console: Console | None = None) -> None:
-    """Print `summary_table` to ``console`` (a new stdout Console when None).
+    """Print `summary_tables` to ``console`` (a new stdout Console when None), fitted to its width.
 
-    Piped output gets 200 columns instead of rich's default 80, so the table is not folded in logs.
+    A terminal's width is its own, and COLUMNS is honoured; output of unknown width (piped, a log, CI)
+    is laid out for `UNKNOWN_WIDTH` columns. Every metric, unabridged: `unpact results`.
     """
     if console is None:
         console = Console()
-        if not console.is_terminal:
-            console = Console(width=200)
-    console.print(summary_table(metrics))
+        if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+            console = Console(width=UNKNOWN_WIDTH)
+    for table in summary_tables(metrics, console.width):
+        console.print(table)
 
 
 def token_heatmap_text(

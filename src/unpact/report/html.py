@@ -28,6 +28,7 @@ from markupsafe import Markup, escape
 
 from ..errors import UnpactError
 from ..io import read_json, read_jsonl, write_atomic
+from ..recovery import AttackKey
 from .console import (
     MISSING,
     attack_label,
@@ -119,6 +120,7 @@ def _environment() -> Environment:
     env.filters["show"] = _show
     env.filters["clip"] = _clip
     env.filters["css_string"] = _css_string
+    env.filters["breakable"] = _breakable
     return env
 
 
@@ -128,6 +130,13 @@ def _clip(text: Any, limit: int = ANSWER_CHARS) -> Markup:
     if len(text) <= limit:
         return Markup(escape(text))
     return Markup('<span class="clipped" title="{}">{}…</span>').format(text, text[:limit])
+
+
+def _breakable(text: Any) -> Markup:
+    """``text`` escaped, with a line-break opportunity (``<wbr>``) after each ``:`` and ``+``: summary
+    headers (``FocusOnKey_self:instruction``) and quadrants (``insufficient+destructive``) are single
+    long words that would otherwise set their column's width and push the table past the page."""
+    return Markup(str(escape("" if text is None else str(text))).replace(":", ":<wbr>").replace("+", "+<wbr>"))
 
 
 def _css_string(text: Any) -> Markup:
@@ -327,14 +336,15 @@ def _recovery_view(metrics: dict, thresholds: dict) -> list[dict]:
     control = metrics.get("rewrite_control") or {}
     rows = []
     for attack, rate in recovery.items():
-        if attack.startswith("placebo"):
+        key = AttackKey.parse(attack)
+        if key.is_placebo:
             continue
-        kind, _, style = attack.partition(":")
+        kind, style = attack_label(attack.partition(":")[0]), key.variant
         value = excess.get(attack)
         rows.append(
             {
                 "attack": attack,
-                "kind": "FocusOnKey" if kind == "focus_on_key" else kind,
+                "kind": kind,
                 "style": style or MISSING,
                 "rate": rate,
                 "placebo": recovery.get(placebo_of(attack)),
@@ -447,7 +457,7 @@ def _item_view(row: dict, where: str) -> dict:
             {
                 "name": name,
                 # Placebo attacks emphasise non-key words; they are the control, not a recovery.
-                "placebo": name.startswith("placebo"),
+                "placebo": AttackKey.parse(name).is_placebo,
                 "prompt": attack.get("prompt", ""),
                 "answer": attack.get("answer", ""),
                 "correct": attack.get("correct"),

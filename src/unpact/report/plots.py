@@ -96,7 +96,7 @@ def dilemma_plot(metrics: dict, title: str = "Unlearning dilemma") -> bytes:
     0..1 unless a value lies outside. The PNG carries no software version or timestamp, so the same
     metrics give the same bytes.
     """
-    # Imported here: matplotlib takes half a second to load, which `unpact attribute` need not pay.
+    # Imported here: matplotlib is slow to load, which `unpact attribute` need not pay.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ..errors import UnpactError
 from ..io import write_atomic
+from ..recovery import AttackKey
 from .console import format_rate
 
 IDENTITY = ("model", "benchmark", "method", "seed", "label", "cell")
@@ -79,7 +80,8 @@ def _rate(value) -> str:
 def print_results(frame, console: Console | None = None) -> None:
     """The table's headline columns on the terminal; every column is in the files."""
     console = console or Console(width=200)
-    recovery = [c for c in frame.columns if c.startswith("recovery_rate.") and not c.split(".", 1)[1].startswith("placebo")]
+    recovery = [c for c in frame.columns
+                if c.startswith("recovery_rate.") and not AttackKey.parse(c.split(".", 1)[1]).is_placebo]
     table = Table(title=f"{len(frame)} cells · {len(frame.columns)} columns")
     for name in ("model", "benchmark", "label", *SHOWN, "best attack"):
         table.add_column(name.replace("_", " "), justify="left" if name in ("model", "benchmark", "label") else "right")

@@ -21,12 +21,15 @@ from ..data import Item
 from ..data.benchmarks.jsonl import split_file
 from ..errors import UnpactError
 from ..models.client import is_served, public_url
+from ..recovery import ATTACKS
 from ..report.audit import write_audit
 from .progress import Reporter
 from .runner import Study
 
-PROMPT_ATTACKS = ("sampling", "paraphrase", "few_shot")
-WEIGHT_ATTACKS = ("quantize", "relearn")
+# what a served model allows: attacks that need nothing but prompts, and those that need the weights
+PROMPT_ATTACKS = tuple(n for n in ATTACKS.selectable() if not ATTACKS[n].needs_weights)
+WEIGHT_ATTACKS = tuple(n for n in ATTACKS.selectable() if ATTACKS[n].needs_weights)
+DEFAULT_ATTACKS = tuple(n for n in PROMPT_ATTACKS if n in ATTACKS.defaults())  # what an audit runs unless told
 UNLEARNED = "unlearned"  # the audited model's name in metrics.json and records.jsonl
 
 

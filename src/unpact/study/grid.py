@@ -27,6 +27,7 @@ from ..errors import UnpactError
 from ..io import read_json, read_jsonl, remove_partial_writes, write_json, write_jsonl
 from ..models.builtin import prepared_info
 from ..models.registry import model_path, resolve_model
+from ..recovery import AttackKey
 from ..report import render_report
 from ..report.console import format_rate
 from ..unlearn import UnlearnConfig
@@ -235,7 +236,7 @@ class Grid:
 
 def _cell_line(cell: Cell, m: dict, seconds: float) -> str:
     """One line per finished cell: its key numbers."""
-    rates = {a: r for a, r in m["recovery_rate"].items() if r is not None and not a.startswith("placebo")}
+    rates = {a: r for a, r in m["recovery_rate"].items() if r is not None and not AttackKey.parse(a).is_placebo}
     best = max(rates.items(), key=lambda kv: kv[1], default=None)
     best_text = f"{best[0]} {format_rate(best[1])}" if best else format_rate(None)
     return (f"✓ {cell.id}: forget efficacy {format_rate(m['forget_efficacy'])}, best attack {best_text}, "

@@ -3,11 +3,12 @@
 Per model (original, each unlearned one, the retrained gold model) the study stores the raw material —
 per-split TOFU probabilities and per-item truth ratios, scored by the one `Scorer` — and
 `standard_metrics` turns it into TOFU's forget quality, forget-set truth ratio and model utility and
-MUSE's PrivLeak. Forget quality and PrivLeak compare with the gold model that never saw the forget set
-(`unpact prepare --exclude forget`, or trained by the study for built-in models); without one they are
-null. Items without perturbed answers have no truth ratio; the built-in benchmark has three per item
-and, like TOFU's real-authors and world-facts sets, no paraphrased answer, so the gold answer stands in
-for the paraphrase.
+MUSE's PrivLeak, KnowMem and VerbMem: every metric registered in `unpact.evaluation.registry`. Forget
+quality and PrivLeak compare with the gold model that never saw the forget set (`unpact prepare
+--exclude forget`, or trained by the study for built-in models); without one they are null. Items
+without perturbed answers have no truth ratio; the built-in benchmark has three per item and, like
+TOFU's real-authors and world-facts sets, no paraphrased answer, so the gold answer stands in for the
+paraphrase.
 """
 
 from __future__ import annotations
@@ -16,16 +17,8 @@ import numpy as np
 
 from ..data import Item
 from ..data.benchmarks.muse import knowmem_answer, knowmem_prompt, knowmem_shots
-from ..evaluation.muse_metrics import knowmem, privleak, utility_preserved, verbmem
-from ..evaluation.tofu_metrics import (
-    forget_quality,
-    model_utility,
-    tofu_probability,
-    tofu_rouge_l,
-    truth_ratio,
-    truth_ratio_closer_to_1,
-    truth_ratio_true_better,
-)
+from ..evaluation.registry import Material, compute_metrics
+from ..evaluation.tofu_metrics import tofu_probability, truth_ratio
 from ..scoring import Scorer
 
 # MUSE's generation budgets (muse_bench eval.py): KnowMem answers and VerbMem continuations.
@@ -102,51 +95,16 @@ def muse_raw(scorer: Scorer, splits: dict[str, list[Item]], icl: list[Item],
     return out
 
 
-def _rouge(answers: list[str], items: list[Item]) -> float | None:
-    return tofu_rouge_l(answers, [it.answer for it in items]) if items else None
-
-
-def _muse(raw: dict | None, splits: dict[str, list[Item]], original: dict | None) -> dict:
-    """VerbMem on forget, KnowMem on forget and retain, and utility preserved (retain KnowMem over the
-    original model's), from `muse_raw` output; {} without MUSE material."""
-    out: dict = {}
-    if not raw:
-        return out
-    if "knowmem" in raw:
-        for split in ("forget", "retain"):
-            if splits.get(split):
-                out[f"knowmem_{split}"] = knowmem(raw["knowmem"][split], [it.answer for it in splits[split]])
-        before = ((original or {}).get("knowmem") or {}).get("retain")
-        if "knowmem_retain" in out and before is not None:
-            ref = knowmem(before, [it.answer for it in splits["retain"]])
-            out["utility_preserved"] = utility_preserved(out["knowmem_retain"], ref) if ref > 0 else None
-    if "verbmem" in raw:
-        out["verbmem_forget"] = verbmem(raw["verbmem"]["continuations"], raw["verbmem"]["references"])
-    return out
-
-
 def standard_metrics(raw: dict, answers: dict, splits: dict[str, list[Item]], mia: dict | None,
                      gold: dict | None, muse: dict | None = None, original_muse: dict | None = None) -> dict:
-    """TOFU and MUSE numbers of one model from its stored raw material.
+    """TOFU and MUSE numbers of one model from its stored raw material: every metric registered in
+    `unpact.evaluation.registry` (one module per benchmark; a new metric is a new registered function).
 
     ``raw``: `tofu_raw_splits`; ``answers``: {split: {"answers": [...]}} (greedy); ``mia``: the model's
     membership AUCs; ``gold``: the gold model's {"tofu": raw, "mia_auc": ...} or None; ``muse`` and
     ``original_muse``: `muse_raw` of this model and of the original one (for utility preserved).
+    `unpact.evaluation.registry.compute_metrics` also says why a metric is null or left out.
     """
-    tofu: dict = {}
-    utility_parts = {}
-    for split, r in raw.items():
-        ratios = np.array(r["truth_ratios"])
-        rouge = _rouge(answers[split]["answers"], splits[split])
-        tofu[split] = {"probability": r["probability"], "rouge_l_recall": rouge,
-                       "truth_ratio": None if not ratios.size else (
-                           truth_ratio_closer_to_1(ratios) if split == "forget" else truth_ratio_true_better(ratios))}
-        if split != "forget":
-            utility_parts.update({f"{split}_{k}": v for k, v in tofu[split].items() if v is not None})
-    gold_forget = (gold or {}).get("tofu", {}).get("forget", {}).get("truth_ratios")
-    mine = raw.get("forget", {}).get("truth_ratios")
-    tofu["forget_quality"] = forget_quality(mine, gold_forget) if mine and gold_forget else None
-    tofu["model_utility"] = model_utility(utility_parts) if utility_parts else None
-    gold_auc = ((gold or {}).get("mia_auc") or {}).get("min_k")
-    leak = privleak(mia["min_k"], gold_auc) if mia and gold_auc is not None and gold_auc < 1 else None
-    return {"tofu": tofu, "muse": {"privleak_min_k": leak, **_muse(muse, splits, original_muse)}}
+    values, _ = compute_metrics(Material(tofu=raw, answers=answers, items=splits, mia=mia, gold=gold, muse=muse,
+                                         original_muse=original_muse))
+    return values

@@ -10,13 +10,16 @@ Under several processes (``accelerate launch``; `unpact.distributed`) the same l
 process through one `accelerate.Accelerator` (DDP; FSDP or DeepSpeed when the user's accelerate config
 asks): each step's forget and retain items are split between the processes, and each process's loss is
 weighted so that the averaged gradient is the gradient of the whole step's loss — the same steps, the
-same result as one process, up to float rounding. See `_DataParallel`.
+same result as one process, up to float rounding. See `_backward`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
+import operator
 import random
 import shutil
 import time
@@ -38,6 +41,7 @@ from ..io import write_json
 from ..optim import adamw
 from ..scoring import pack
 from .methods import Method, PrepareData, UnlearnBatch, get_method
+from .methods.base import Reduction
 
 
 @dataclass
@@ -165,70 +169,121 @@ def _load_checkpoint(folder: Path, model, opt, key: str) -> int:
     return int(state["step"])
 
 
-def _backward(method: Method, model, batch: UnlearnBatch, data: _Data, r_idx: list[int],
-              cfg: UnlearnConfig) -> tuple[float, dict[str, float]]:
-    """Accumulate the gradient of forget_loss + α·retain term; returns the loss value and its parts.
+def _forget_units(reduction: Reduction, data: _Data, idx: list[int]) -> float:
+    """How many terms a forget loss with this reduction (`Method.forget_reduction`) averages over on
+    the forget items ``idx``: the items, their gold or refusal answer tokens, or all their tokens."""
+    if reduction == "items":
+        return float(len(idx))
+    if reduction == "all_tokens":
+        return float(sum(len(p) + len(a) for p, a in (data.pairs["forget"][i] for i in idx)))
+    which = {"answer_tokens": "forget", "refusal_tokens": "forget_alt"}[reduction]
+    return float(sum(len(data.pairs[which][i][1]) for i in idx))
+
+
+def _added(values):
+    # no leading 0 as in sum(): a lone process logs its values exactly as they are, -0.0 included
+    return functools.reduce(operator.add, values)
+
+
+def _backward(method: Method, run: _OneProcess | _DataParallel, data: _Data, f_idx: list[int],
+              r_idx: list[int], cfg: UnlearnConfig) -> tuple[float, dict[str, float]]:
+    """Accumulate this process's share of the gradient of one step's loss, forget + α·retain (all-reduced
+    under several processes); returns the whole step's loss and its parts, as one process logs them.
+
+    The one place the loss is put together, for one process and for several. The step's forget
+    indices ``f_idx`` and retain indices ``r_idx`` are each split between the W processes
+    (`distributed.shard`); process p's loss is W · (its share of the forget terms, by
+    `Method.forget_reduction`) · forget loss of its items + W · α / (retain tokens of the whole step) ·
+    its retain sum, so the gradient DDP averages is the gradient of the whole step's loss. One process
+    is W = 1 holding the whole step, share 1.0: both factors are exact, its gradient is that of
+    forget + α·retain.
 
     The forget term and each retain micro-batch of ``cfg.batch_size`` items are separate backward
-    passes, so activations of at most one forget-batch-sized chunk are alive at a time: the retain
-    term costs no more activation memory than the forget term (the gradient is the same as one pass).
+    passes, so activations of at most one forget-batch-sized chunk are alive at a time, with gradient
+    synchronisation off but for the last (one all-reduce per step). DeepSpeed's engine expects one
+    backward per optimiser step: there the passes' losses are summed into one backward. A process
+    whose forget share is empty runs the forget loss of one item with weight 0 (DDP needs a gradient
+    for every parameter from every process).
     """
-    forget, parts = method.forget_loss(model, batch)
-    forget.backward()
-    loss = forget.item()
+    W = distributed.world()
+    f_mine = [f_idx[i] for i in distributed.shard(f_idx)]
+    r_mine = [r_idx[i] for i in distributed.shard(r_idx)]
+    units = functools.partial(_forget_units, method.forget_reduction, data)
+    # clamped to 1 like the losses' own denominators (a step with no answer tokens has a zero forget
+    # loss, weighted 0); a real count is untouched, so one process's share is exactly 1.0
+    share = units(f_mine) / max(units(f_idx), 1.0) if f_mine else 0.0
+    run_f = f_mine or f_idx[:1]
+    alpha = method.hparams.get("alpha", 1.0)
     if method.has_retain:
         total = method.retain_tokens(data.packed("retain", r_idx)).clamp(min=1)
-        weight = method.hparams.get("alpha", 1.0) / total
-        retain = 0.0
-        for i in range(0, len(r_idx), cfg.batch_size):
-            chunk = r_idx[i:i + cfg.batch_size]
-            part = method.retain_sum(model, data.packed("retain", chunk), torch.tensor(chunk))
-            (weight * part).backward()
-            retain += part.item()
-        parts[method.retain_name] = retain / total.item()
-        loss += method.hparams.get("alpha", 1.0) * parts[method.retain_name]
+    logged: dict = {"forget": 0.0, "parts": {}, "retain": 0.0}
+
+    def forget_pass() -> torch.Tensor:
+        batch = UnlearnBatch(data.packed("forget", run_f), None, torch.tensor(run_f), torch.tensor(r_mine),
+                             data.packed("forget_alt", run_f) if method.needs_refusals else None)
+        loss, parts = method.forget_loss(run.wrapped, batch)
+        logged["forget"], logged["parts"] = share * loss.item(), {k: share * v for k, v in parts.items()}
+        return loss * (W * share)
+
+    def retain_pass(chunk: list[int]) -> torch.Tensor:
+        part = method.retain_sum(run.wrapped, data.packed("retain", chunk), torch.tensor(chunk))
+        logged["retain"] += part.item()
+        return (W * alpha / total) * part
+
+    passes = [forget_pass]
+    if method.has_retain:
+        passes += [lambda c=r_mine[i:i + cfg.batch_size]: retain_pass(c)
+                   for i in range(0, len(r_mine), cfg.batch_size)]
+    if run.deepspeed:
+        run.backward(sum(make_loss() for make_loss in passes))
+    else:
+        for k, make_loss in enumerate(passes):
+            with run.no_sync() if k < len(passes) - 1 else contextlib.nullcontext():
+                run.backward(make_loss())
+    # the logged values: sums over the processes, in rank order (the same on every process)
+    every = distributed.gather([(logged["forget"], logged["parts"], logged["retain"])])
+    loss = _added(f for f, _, _ in every)
+    parts = {k: _added(p[k] for _, p, _ in every) for k in every[0][1]}
+    if method.has_retain:
+        parts[method.retain_name] = _added(r for _, _, r in every) / total.item()
+        loss += alpha * parts[method.retain_name]
     return loss, parts
 
 
-def _forget_units(method: Method, data: _Data, idx: list[int]) -> float:
-    """How many terms ``method.forget_loss`` averages over on the forget items ``idx``.
+class _OneProcess:
+    """The training step's machinery in one plain process: the model and optimiser as they are, a
+    plain backward per pass, nothing to synchronise, checkpoints written directly."""
 
-    Splitting a step between processes is exact only if each process's forget loss is weighted by its
-    share of these terms: a token mean (GA, TaskVector, IdkNLL: answer tokens; RMU: every non-padding
-    token) or a mean over items (NPO, SimNPO, KeyNPO, IdkDPO). A method may say for itself with a
-    ``forget_units(pairs)`` method taking the (prompt ids, target ids) of the items; otherwise the
-    built-in methods' reductions are known here and any other method is taken to average over items.
-    """
-    from .methods.ga import GA
-    from .methods.idk import IdkNLL
-    from .methods.rmu import RMU
-    from .methods.task_vector import TaskVector
+    deepspeed = False
 
-    own = getattr(method, "forget_units", None)
-    if callable(own):
-        return float(own([data.pairs["forget"][i] for i in idx]))
-    if isinstance(method, RMU):
-        return float(sum(len(p) + len(a) for p, a in (data.pairs["forget"][i] for i in idx)))
-    if isinstance(method, (GA, TaskVector, IdkNLL)):
-        which = "forget_alt" if isinstance(method, IdkNLL) else "forget"
-        return float(sum(len(data.pairs[which][i][1]) for i in idx))
-    return float(len(idx))
+    def __init__(self, model, opt, params: list[torch.nn.Parameter]):
+        self.model = self.wrapped = model
+        self.opt, self.params = opt, params
+        self.device = next(model.parameters()).device
+
+    def no_sync(self):
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """The gradient norm before clipping."""
+        return float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+
+    def save_checkpoint(self, folder: Path, step: int, key: str) -> None:
+        _save_checkpoint(folder, self.model, self.opt, step, key)
+
+    def finish(self):
+        return self.model
 
 
 class _DataParallel:
-    """The training step under several processes, through an `accelerate.Accelerator`.
+    """The training step's machinery under several processes, through an `accelerate.Accelerator`.
 
-    Every process holds the same model and optimiser state and draws the same schedule. A step's
-    forget indices and retain indices are each split between the processes (`distributed.shard`);
-    with W processes, process p's loss is W · (its share of the forget terms) · forget loss of its
-    items + W · α / (retain tokens of the whole step) · its retain sum, so the gradient DDP averages is
-    the gradient of the one-process loss of the whole step. Each process runs its passes (forget, then
-    retain micro-batches) with gradient synchronisation off but for the last, so the gradients are
-    all-reduced once per step (under DeepSpeed, whose engine expects one backward per step, the
-    passes' losses are summed into one backward instead). A process whose forget share is empty runs
-    the forget loss of one item with weight 0 (DDP needs a gradient for every parameter from every
-    process). Parameters the method does not train are frozen for the run (DDP would otherwise wait for
-    their gradients), and thawed at the end.
+    Every process holds the same model and optimiser state and draws the same schedule; `_backward`
+    splits each step between them. Parameters the method does not train are frozen for the run (DDP
+    would otherwise wait for their gradients), and thawed at the end.
 
     Checkpoints are written by the main process; with FSDP or DeepSpeed, where the weights and the
     optimiser state are split across processes, none are written (a warning says so).
@@ -260,57 +315,19 @@ class _DataParallel:
     def device(self) -> torch.device:
         return self.accelerator.device
 
-    def backward(self, method: Method, data: _Data, f_idx: list[int], r_idx: list[int],
-                 cfg: UnlearnConfig) -> tuple[float, dict[str, float], float]:
-        """This process's share of one step's gradient, all-reduced; returns the whole step's loss,
-        its parts (as one process logs them) and the gradient norm before clipping."""
-        W = distributed.world()
-        f_mine = [f_idx[i] for i in distributed.shard(f_idx)]
-        r_mine = [r_idx[i] for i in distributed.shard(r_idx)]
-        share = _forget_units(method, data, f_mine) / _forget_units(method, data, f_idx) if f_mine else 0.0
-        run_f = f_mine or f_idx[:1]
-        alpha = method.hparams.get("alpha", 1.0)
-        if method.has_retain:
-            total = method.retain_tokens(data.packed("retain", r_idx)).clamp(min=1)
-        logged: dict = {"forget": 0.0, "parts": {}, "retain": 0.0}
+    def no_sync(self):
+        return self.accelerator.no_sync(self.wrapped)
 
-        def forget_pass() -> torch.Tensor:
-            batch = UnlearnBatch(data.packed("forget", run_f), None, torch.tensor(run_f), torch.tensor(r_mine),
-                                 data.packed("forget_alt", run_f) if method.needs_refusals else None)
-            loss, parts = method.forget_loss(self.wrapped, batch)
-            logged["forget"], logged["parts"] = share * loss.item(), {k: share * v for k, v in parts.items()}
-            return loss * (W * share)
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
 
-        def retain_pass(chunk: list[int]) -> torch.Tensor:
-            part = method.retain_sum(self.wrapped, data.packed("retain", chunk), torch.tensor(chunk))
-            logged["retain"] += part.item()
-            return part * (W * alpha / total)
-
-        passes = [forget_pass]
-        if method.has_retain:
-            passes += [lambda c=r_mine[i:i + cfg.batch_size]: retain_pass(c)
-                       for i in range(0, len(r_mine), cfg.batch_size)]
-        if self.deepspeed:  # its engine takes one backward per optimiser step: one pass over the sum
-            self.accelerator.backward(sum(run() for run in passes))
-        else:  # a backward per pass (activations of one pass alive at a time); one all-reduce, the last
-            for k, run in enumerate(passes):
-                if k < len(passes) - 1:
-                    with self.accelerator.no_sync(self.wrapped):
-                        self.accelerator.backward(run())
-                else:
-                    self.accelerator.backward(run())
-        # the logged values: sums over the processes, in rank order (the same on every process)
-        every = distributed.gather([(logged["forget"], logged["parts"], logged["retain"])])
-        loss = sum(f for f, _, _ in every)
-        parts = {k: sum(p[k] for _, p, _ in every) for k in every[0][1]}
-        if method.has_retain:
-            parts[method.retain_name] = sum(r for _, _, r in every) / total.item()
-            loss += alpha * parts[method.retain_name]
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """The gradient norm before clipping (0.0 when DeepSpeed reports none)."""
         # FSDP clips through its own (sharded) parameters; DeepSpeed clips inside its engine and may
         # report no norm
         norm = self.accelerator.clip_grad_norm_(list(self.wrapped.parameters()) if self.fsdp else self.params,
-                                                cfg.max_grad_norm)
-        return loss, parts, 0.0 if norm is None else float(norm)
+                                                max_norm)
+        return 0.0 if norm is None else float(norm)
 
     def save_checkpoint(self, folder: Path, step: int, key: str) -> None:
         if self.sharded_state:
@@ -376,46 +393,34 @@ def unlearn(model, tokenizer, fmt, forget: list[Example], retain: list[Example],
     done = _load_checkpoint(ckpt, train_model, opt, key) if (ckpt and resume) else 0
     if ckpt and not resume:
         distributed.main_only(lambda: shutil.rmtree(ckpt, ignore_errors=True))
-    parallel = _DataParallel(train_model, opt, params) if distributed.world() > 1 else None
-    if parallel is not None:
-        data.device = parallel.device  # the accelerator may have moved the model (a process's own GPU)
+    run = (_DataParallel if distributed.world() > 1 else _OneProcess)(train_model, opt, params)
+    data.device = run.device  # the accelerator may have moved the model (a process's own GPU)
 
     history: list[dict] = []
     t0 = time.perf_counter()
     train_model.train()
     for step in range(done + 1, len(steps) + 1):
         f_idx, r_idx = steps[step - 1]
-        if parallel is None:
-            batch = UnlearnBatch(data.packed("forget", f_idx), None, torch.tensor(f_idx), torch.tensor(r_idx),
-                                 data.packed("forget_alt", f_idx) if method.needs_refusals else None)
-            opt.zero_grad(set_to_none=True)
-            loss, parts = _backward(method, train_model, batch, data, r_idx, cfg)
-            # a finite loss can still have a NaN gradient (0 * inf in the backward pass); stepping on it would
-            # write NaN weights, and the next checkpoint would save them as the "last good" one
-            norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-        else:
-            parallel.opt.zero_grad(set_to_none=True)
-            loss, parts, norm = parallel.backward(method, data, f_idx, r_idx, cfg)
+        run.opt.zero_grad(set_to_none=True)
+        loss, parts = _backward(method, run, data, f_idx, r_idx, cfg)
+        # a finite loss can still have a NaN gradient (0 * inf in the backward pass); stepping on it would
+        # write NaN weights, and the next checkpoint would save them as the "last good" one
+        norm = run.clip_grad_norm(cfg.max_grad_norm)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
             ids = ", ".join(forget[j].id for j in f_idx[:3])
             kept = f"; the last good checkpoint is in {ckpt}" if ckpt and ckpt.is_dir() else ""
             raise UnpactError(f"{cfg.method}: {what} at step {step} (forget items {ids}, ...); "
                               f"lower the learning rate or the number of epochs{kept}")
-        (opt if parallel is None else parallel.opt).step()
+        run.opt.step()
         history.append({"loss": loss, **parts})
         if ckpt and (step % every == 0 or step == len(steps)):
-            if parallel is None:
-                _save_checkpoint(ckpt, train_model, opt, step, key)
-            else:
-                parallel.save_checkpoint(ckpt, step, key)
+            run.save_checkpoint(ckpt, step, key)
         if progress:
             progress(step, len(steps), history[-1])
-    teardown = 0.0
-    if parallel is not None:
-        t_end = time.perf_counter()
-        train_model = parallel.finish()
-        teardown = time.perf_counter() - t_end  # freeing DDP's buffers: not training time
+    t_end = time.perf_counter()
+    train_model = run.finish()
+    teardown = time.perf_counter() - t_end  # freeing DDP's buffers: not training time
     if cfg.lora_rank > 0:
         model = train_model.merge_and_unload()
     method.finalize(model)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,8 @@ from ...scoring import Packed, answer_log_softmax, answer_token_logprobs
 @dataclass
 class UnlearnBatch:
     """One step's data. ``forget``: forget questions with their gold answers; ``forget_alt``: the same
-    questions with a refusal answer (IdkNLL/IdkDPO); ``retain``: retain items (None when the trainer
-    feeds them to `Method.retain_sum` in micro-batches). ``*_index``: positions in the forget/retain
+    questions with a refusal answer (IdkNLL/IdkDPO); ``retain``: None from the trainer, which feeds
+    retain items to `Method.retain_sum` in micro-batches. ``*_index``: positions in the forget/retain
     sets, to look up quantities cached in `Method.prepare`."""
 
     forget: Packed
@@ -90,14 +90,24 @@ def dpo_term(win_logratio: torch.Tensor, lose_logratio: torch.Tensor, beta: floa
 
 # -- the method interface -------------------------------------------------------------------------
 
+Reduction = Literal["items", "answer_tokens", "refusal_tokens", "all_tokens"]
+REDUCTIONS: tuple[str, ...] = get_args(Reduction)
+
 
 class Method:
     """An unlearning objective: ``forget_loss`` plus an optional retain regulariser.
 
-    Subclasses set ``name``, ``description``, ``reference`` (the paper), ``defaults`` and implement
-    ``forget_loss``; ``retain`` is None, ``"gdr"`` (α·NLL(r)) or ``"klr"`` (α·KL(π_ref‖π_θ) on r).
-    ``prepare`` runs once, before training, on the original model: reference quantities are cached
-    there, so no second model stays in memory. ``finalize`` runs once after training.
+    Subclasses set ``name``, ``description``, ``reference`` (the paper), ``defaults``,
+    ``forget_reduction`` and implement ``forget_loss``; ``retain`` is None, ``"gdr"`` (α·NLL(r)) or
+    ``"klr"`` (α·KL(π_ref‖π_θ) on r). ``prepare`` runs once, before training, on the original model:
+    reference quantities are cached there, so no second model stays in memory. ``finalize`` runs once
+    after training.
+
+    ``forget_reduction`` is what ``forget_loss`` is a mean over: ``"items"`` (the forget items),
+    ``"answer_tokens"`` (the tokens of their gold answers), ``"refusal_tokens"`` (the tokens of their
+    refusal answers, ``forget_alt``) or ``"all_tokens"`` (every non-padding token of the forget
+    sequences). It has no default: when a step is split between processes, each process's forget loss
+    is weighted by its share of these terms, and a wrong guess would give a wrong gradient silently.
     """
 
     name: ClassVar[str]
@@ -107,8 +117,12 @@ class Method:
     retain: ClassVar[str | None] = None
     needs_refusals: ClassVar[bool] = False
     needs_blank_questions: ClassVar[bool] = False  # forget prompts with the question deleted (KeyNPO)
+    forget_reduction: ClassVar[Reduction]
 
     def __init__(self, **hparams: float):
+        if getattr(self, "forget_reduction", None) not in REDUCTIONS:
+            raise UnpactError(f"method {self.name}: forget_reduction must be one of {', '.join(REDUCTIONS)} "
+                              "(what its forget_loss is a mean over)")
         unknown = set(hparams) - set(self.defaults)
         if unknown:
             raise UnpactError(f"method {self.name}: unknown hyper-parameter(s) {', '.join(sorted(unknown))}; "
@@ -156,14 +170,6 @@ class Method:
             ref = self._ref_batch(retain, index)
             return ((ref.exp() * (ref - logp)).sum(-1) * retain.answer_mask).sum()
         raise NotImplementedError(f"{self.name} has no retain term")
-
-    def loss(self, model, batch: UnlearnBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """forget_loss + α · (retain term averaged over retain tokens), in one pass."""
-        loss, parts = self.forget_loss(model, batch)
-        if self.has_retain:
-            r = self.retain_sum(model, batch.retain, batch.retain_index) / self.retain_tokens(batch.retain).clamp(min=1)
-            loss, parts[self.retain_name] = loss + self.hparams["alpha"] * r, r.item()
-        return loss, parts
 
     def finalize(self, model) -> None:
         """Post-training step (TaskVector's weight arithmetic); default nothing."""

@@ -12,6 +12,7 @@ class GA(Method):
     name = "GA"
     description = "gradient ascent on forget answers"
     reference = "Jang et al. 2023, Knowledge Unlearning for Mitigating Privacy Risks in LMs"
+    forget_reduction = "answer_tokens"  # `nll`: a mean over the batch's answer tokens
 
     def forget_loss(self, model, batch: UnlearnBatch):
         f = nll(model, batch.forget)

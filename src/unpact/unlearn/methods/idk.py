@@ -17,6 +17,7 @@ class IdkNLL(Method):
     defaults = {"alpha": 1.0}
     retain = "gdr"
     needs_refusals = True
+    forget_reduction = "refusal_tokens"  # `nll` of the refusals: a mean over their tokens
 
     def forget_loss(self, model, batch: UnlearnBatch):
         f = nll(model, batch.forget_alt)
@@ -30,6 +31,7 @@ class IdkDPO(Method):
     defaults = {"beta": 0.1, "alpha": 1.0}
     retain = "gdr"
     needs_refusals = True
+    forget_reduction = "items"  # `dpo_term`: a mean over items of sequence log-prob margins
 
     def prepare(self, model, data):
         super().prepare(model, data)

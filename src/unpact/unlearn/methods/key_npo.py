@@ -26,6 +26,7 @@ class KeyNPO(Method):
     defaults = {"beta": 0.1, "alpha": 1.0}
     retain = "gdr"
     needs_blank_questions = True
+    forget_reduction = "items"  # `npo_term`: a mean over items of weighted log-ratios
 
     def prepare(self, model, data):
         super().prepare(model, data)

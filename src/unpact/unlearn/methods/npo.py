@@ -16,6 +16,7 @@ class NPO(Method):
     description = "negative preference optimisation on forget answers"
     reference = "Zhang et al. 2024, Negative Preference Optimization"
     defaults = {"beta": 0.1}
+    forget_reduction = "items"  # `npo_term`: a mean over items of sequence log-ratios
 
     def prepare(self, model, data):
         super().prepare(model, data)
@@ -47,6 +48,7 @@ class SimNPO(Method):
     reference = "Fan et al. 2024, Simplicity Prevails: Rethinking NPO for LLM Unlearning"
     defaults = {"beta": 4.5, "gamma": 0.125, "alpha": 1.0}  # open-unlearning's defaults
     retain = "gdr"
+    forget_reduction = "items"  # a mean over items of each one's length-normalised NLL
 
     def forget_loss(self, model, batch: UnlearnBatch):
         nll_bar = -sequence_logprob(model, batch.forget) / answer_lengths(batch.forget)

@@ -50,6 +50,7 @@ class RMU(Method):
     description = "steer layer-l activations on forget text to a scaled random vector, keep retain activations"
     reference = "Li et al. 2024, The WMDP Benchmark (RMU)"
     defaults = {"layer": -1.0, "steer": 4.0, "alpha": 100.0, "seed": 0.0}  # layer −1: the middle layer
+    forget_reduction = "all_tokens"  # `masked_mse` over the attention mask: prompt and answer tokens
 
     def _layer(self, model) -> int:
         n = len(decoder_layers(model))

@@ -16,6 +16,7 @@ class TaskVector(Method):
     description = "fine-tune on forget answers, then subtract the scaled weight difference"
     reference = "Ilharco et al. 2023, Editing Models with Task Arithmetic"
     defaults = {"scale": 1.0}
+    forget_reduction = "answer_tokens"  # `nll`: a mean over the batch's answer tokens
 
     def prepare(self, model, data):
         # The one extra copy of the weights the method needs (θ), kept on the CPU.

@@ -1,0 +1,100 @@
+"""One unlearned model's numbers, from what the study stored: the dilemma rates, recovery per attack
+with its interval and control, tracking aggregates and the penalisation profile (docs/design.md:
+Rates, Controls, Tracking, Penalisation profile).
+
+Pure functions over the stored results (``base``: the original model's; ``result``: the unlearned
+model's), so `unpact report` and `unpact results` can recompute them from a run directory alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..attribution import aggregate, penalisation_profile, track
+from ..data import SPLITS
+from ..recovery import AttackKey
+from .quadrant import quadrant
+from .rates import destructive_rate, forget_efficacy, recovery_rate, wilson_interval
+
+
+def accuracy(correct: Sequence) -> float | None:
+    """Share correct; None for a split the benchmark does not have (MUSE and MMLU have no utility)."""
+    return float(np.mean(correct)) if len(correct) else None
+
+
+def _correct(answers: dict) -> dict[str, np.ndarray]:
+    return {s: np.array(answers[s]["correct"]) for s in SPLITS}
+
+
+def recovery(base: dict, result: dict) -> tuple[dict, dict, dict]:
+    """Per attack run on the forget items: (recovery rate, 95% Wilson interval, FocusOnKey's excess
+    over its random-word placebo), each keyed by the run's name, in run order."""
+    cb, ca = _correct(base["answers"]), _correct(result["answers"])
+    forgotten = cb["forget"].astype(bool) & ~ca["forget"].astype(bool)
+    rates, interval, excess = {}, {}, {}
+    keys = {name: AttackKey.parse(name) for name in result["attacks"]}
+    for name, entry in result["attacks"].items():
+        if keys[name].split != "forget":
+            continue
+        hit = np.array(entry["correct"], dtype=bool)
+        rates[name] = recovery_rate(cb["forget"], ca["forget"], hit)
+        interval[name] = wilson_interval(int((hit & forgotten).sum()), int(forgotten.sum()))
+    for name, rate in rates.items():
+        key = keys[name]
+        if key.attack == "focus_on_key" and not key.is_placebo:
+            placebo = AttackKey(key.attack, key.variant, "placebo").name
+            excess[name] = None if rate is None else rate - (rates[placebo] or 0.0)
+    return rates, interval, excess
+
+
+def rewrite_control(base: dict, result: dict) -> dict[str, float | None]:
+    """Per rewrite variant run on retain/utility items (FocusOnKey's do-no-harm control): the share of
+    the items the unlearned model still answers that it also answers rewritten."""
+    known_after = np.concatenate([_correct(result["answers"])[s] for s in ("retain", "utility")]).astype(bool)
+    kept: dict[str, dict[str, list]] = {}
+    for name, entry in result["attacks"].items():
+        key = AttackKey.parse(name)
+        if key.split != "forget":
+            kept.setdefault(key.variant, {})[key.split] = entry["correct"]
+    out = {}
+    for variant, by_split in kept.items():
+        hits = np.concatenate([np.array(by_split[s]) for s in ("retain", "utility")])
+        out[variant] = float(hits[known_after].mean()) if known_after.any() else None
+    return out
+
+
+def method_metrics(base: dict, result: dict, *, recovery_threshold: float, destructive_threshold: float,
+                   alpha: float, beta: int, standard: dict | None) -> dict:
+    """The metrics.json entry of one unlearned model; ``standard`` are its benchmark metrics
+    (`unpact.study.standard.standard_metrics`), computed by the caller."""
+    cb, ca = _correct(base["answers"]), _correct(result["answers"])
+    keep_before = np.concatenate([cb["retain"], cb["utility"]])
+    keep_after = np.concatenate([ca["retain"], ca["utility"]])
+    rates, interval, excess = recovery(base, result)
+    destructive = destructive_rate(keep_before, keep_after)
+    best_excess = max((v for v in excess.values() if v is not None), default=None)
+    known = cb["forget"].astype(bool)
+    tracking_rows = [track(np.array(b["contributions"]), np.array(a["contributions"]), alpha, beta)
+                     for b, a, k in zip(base["attributions"]["forget"], result["attributions"], known, strict=True)
+                     if k]
+    return {
+        "forget_efficacy": forget_efficacy(cb["forget"], ca["forget"]),
+        "n_known": int(known.sum()), "n_forgotten": int((known & ~ca["forget"].astype(bool)).sum()),
+        "recovery_rate": rates, "recovery_ci95": interval, "recovery_excess": excess,
+        "rewrite_control": rewrite_control(base, result),
+        "mia_auc": result.get("mia_auc"),
+        "standard": standard,
+        "destructive_rate": destructive,
+        "destructive_rate_by_split": {s: destructive_rate(cb[s], ca[s]) for s in ("retain", "utility")},
+        "accuracy": {s: accuracy(ca[s]) for s in SPLITS},
+        "quadrant": quadrant(best_excess, destructive, recovery_threshold, destructive_threshold),
+        "penalisation": {s: penalisation_profile(
+            [np.array(t) for t in base["answers"][s]["token_logprobs"]],
+            [np.array(t) for t in result["answers"][s]["token_logprobs"]],
+            [np.array(a["keyword"], dtype=bool) for a in base["answer_tokens"][s]]) for s in SPLITS},
+        "tracking": aggregate(tracking_rows),
+        # wall-clock times are not metrics (they differ run to run): see `timings`
+        "train": {k: result["train"].get(k) for k in ("steps", "final_loss", "trainable_parameters")},
+    }
