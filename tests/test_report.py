@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from unpact.errors import UnpactError
+from unpact.evaluation.calibration import GOLD, Calibrated, verdict_note
 from unpact.report import (
     print_summary,
     render_report,
@@ -35,6 +36,11 @@ AFTER = [0.0, 0.01, -2.0, 0.1, 0.3, 0.02, -0.01]
 OUTCOMES = ["recovered", "forgotten", "kept"]
 
 
+# the strongest attack first: 1 of 2 forgotten items back against 0 of 3 for the gold model
+_CALIBRATED = [Calibrated("focus_on_key:instruction", 1, 2, 0, 3, GOLD),
+               Calibrated("sampling", 1, 2, 1, 3, GOLD)]
+
+
 def _method_metrics(quadrant: str) -> dict:
     return {
         "forget_efficacy": 0.85,
@@ -42,6 +48,10 @@ def _method_metrics(quadrant: str) -> dict:
         "n_forgotten": 2,
         "recovery_rate": {"focus_on_key:instruction": 0.5, "placebo:instruction": None},
         "recovery_excess": {"focus_on_key:instruction": 0.5},
+        "calibrated": {c.attack: c.to_dict() for c in _CALIBRATED},
+        "strongest_attack": {**_CALIBRATED[0].to_dict(), "note": verdict_note(_CALIBRATED[0], 0.2)},
+        "keyword_specificity": {"focus_on_key:instruction": {"excess": 0.5, "ci95": [-0.2, 0.9], "p_value": 0.3,
+                                                             "n": 2}},
         "rewrite_control": {"instruction": 0.875},
         "destructive_rate": 0.5,
         "destructive_rate_by_split": {"retain": 0.5},
@@ -253,11 +263,13 @@ def test_summary_table_has_one_row_per_method(run_dir):
     assert summary_table(metrics).row_count == len(METHODS)
     header, rows = summary_rows(metrics)
     assert header[0] == "Method" and header[-1] == "Quadrant"
-    assert "Recovery FocusOnKey:instruction (placebo)" in header
-    assert not any("Recovery placebo" in h for h in header)  # placebo sits beside its attack
+    assert not any("placebo" in h.lower() and "FocusOnKey" not in h for h in header)  # finding 2 has its column
     ga = dict(zip(header, rows[0], strict=True))
     assert ga["Forget efficacy"] == "85.0%"
-    assert ga["Recovery FocusOnKey:instruction (placebo)"] == "50.0% (–)"
+    assert ga["Strongest attack"] == "FocusOnKey:instruction"
+    assert (ga["Recovery"], ga["Control"], ga["n"]) == ("50.0%", "0.0%", "2")
+    assert ga["Calibrated (95% CI)"].startswith("+50.0% [")
+    assert ga["FocusOnKey − placebo"] == "+50.0% [-20, +90]"
     assert ga["Utility acc"] == "–"
     assert ga["KeyToken Jaccard"] == "0.40"
     assert ga["Quadrant"] == "reliable"
@@ -286,26 +298,30 @@ def test_report_embeds_dilemma_plot_and_writes_it_beside_the_page(run_dir, repor
 
 def test_dilemma_plot_is_deterministic_and_survives_odd_values(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    metrics["methods"]["far"] = {"destructive_rate": 1.4, "recovery_excess": {"a": None, "b": -0.2, "c": 1.2}}
-    metrics["methods"]["empty"] = {"destructive_rate": None, "recovery_excess": {"a": None}}
+    far = Calibrated("relearn", 5, 5, 0, 5, GOLD)  # calibrated 100%, its interval reaching past 0.5
+    metrics["methods"]["far"] = {"destructive_rate": 1.4, "strongest_attack": far.to_dict(),
+                                 "calibrated": {"relearn": far.to_dict(), "sampling": {"calibrated": None}}}
+    metrics["methods"]["empty"] = {"destructive_rate": None, "strongest_attack": None}
     png = dilemma_plot(metrics)
     assert png.startswith(PNG_SIGNATURE)
     assert png == dilemma_plot(metrics)  # no timestamp or version in the bytes
     assert b"Software" not in png and b"matplotlib" not in png.lower()
     points = {name: (x, y) for name, x, y, _ in dilemma_points(metrics)}
-    assert points["GA_GDR"] == (0.5, 0.5)
-    assert points["far"] == (1.4, 1.2)  # the best non-null excess
+    assert points["GA_GDR"] == (0.5, 0.5)  # the strongest attack's calibrated recovery
+    assert points["far"] == (1.4, 1.0)
     assert points["empty"] == (0.0, 0.0)  # nulls count as 0
     assert dilemma_plot({}).startswith(PNG_SIGNATURE)  # no methods, no thresholds: still a plot
 
 
-def test_report_shows_recovery_beside_placebo_and_the_do_no_harm_control(report_html):
-    assert "do-no-harm control" in report_html
-    assert "87.5%" in report_html  # rewrite_control
-    assert "excess over placebo" in report_html and "placebo rate" in report_html
-    assert "only the excess over placebo is evidence" in report_html.lower()
-    # The fixture's excess (50%) and destructive rate (50%) both reach their 20% thresholds: flagged.
-    assert re.search(r'class="num alert">50\.0% \(–\)<', report_html)
+def test_report_shows_every_attack_against_its_control_and_finding_2_apart(report_html):
+    assert "do-no-harm" in report_html and "87.5%" in report_html  # rewrite_control
+    assert "Calibrated recovery</b> = recovery − control" in report_html
+    assert "FocusOnKey − placebo" in report_html  # finding 2, its own column
+    table = report_html.split('<table class="recovery">')[1].split("</table>")[0]
+    assert "<th>control</th>" in table and "calibrated (95% CI)" in table
+    assert "gold model" in table and "sampling" in table
+    # The fixture's calibrated recovery (50%) and destructive rate (50%) both reach their 20% thresholds: flagged.
+    assert re.search(r'<b class="alert">50\.0%</b>', table)
     assert re.search(r'class="alert">50\.0%<', report_html)
 
 
@@ -461,7 +477,7 @@ def test_grid_overview_has_a_row_per_cell_linking_to_its_section(grid_dir, grid_
     row = dict(rows)["small__tofu__NPO_GDR__s0"].replace("<wbr>", "")  # line-break hints in long words
     assert '<a href="#g2-method-2">NPO_GDR</a>' in row
     assert ">small<" in row and ">tofu<" in row and ">0<" in row
-    assert "FocusOnKey:instruction" in row and "50.0% (–)" in row
+    assert "FocusOnKey:instruction" in row and "50.0% (0.0%)" in row  # recovery (control)
     assert 'class="num alert">50.0%<' in row  # destructive rate over its threshold
     assert "insufficient+destructive" in row
 
@@ -528,7 +544,7 @@ def test_console_summary_fits_120_columns_when_the_width_is_unknown(tmp_path, ca
     # Nothing cropped at the edge, and every cell shown whole, on one line.
     assert all(line.rstrip()[-1] in "┓┃┩│┤┘" for line in text.splitlines() if line[:1] in "┏┃┡│├└"), text
     header, rows = summary_rows(metrics)
-    assert "Recovery FocusOnKey_self:instruction (placebo)" in header  # both keyword sources
+    assert "Calibrated (95% CI)" in header and "FocusOnKey − placebo" in header
     for row in rows:
         assert re.search(r"\s+│\s+".join(map(re.escape, row[: header.index("Method") + 1])), text), row
         assert all(cell in text for cell in row)

@@ -286,7 +286,10 @@ def cmd_recover(args) -> None:
     for spec in args.model:
         name, sep, path = spec.partition("=")
         unlearned[name if sep else Path(spec).name] = Path(path if sep else spec)
-    metrics = Study(cfg, args.out, _reporter(args), model_dir=args.original).audit(splits, unlearned)
+    study = Study(cfg, args.out, _reporter(args), model_dir=args.original)
+    if args.gold is not None:  # the attacks' control, as in a study (else: never-known retain items)
+        study.gold_dir = args.gold
+    metrics = study.audit(splits, unlearned)
     print_summary(metrics)
     print(f"report: {args.out / 'report.html'}   metrics: {args.out / 'metrics.json'}")
 
@@ -311,7 +314,8 @@ def cmd_audit(args) -> None:
     cfg.recovery.attacks = [a.strip() for a in (args.attacks or ",".join(DEFAULT_ATTACKS)).split(",") if a.strip()]
     _out_dir("--out", args.out)
     v = run_audit(cfg, args.out, args.original, args.unlearned, args.forget, args.retain, args.utility,
-                  template=args.template, served=_served_options(args), reporter=Reporter(quiet=args.quiet))
+                  template=args.template, served=_served_options(args), reporter=Reporter(quiet=args.quiet),
+                  gold=args.gold)
     print(f"verdict: {v['quadrant']} — {v['verdict']}")
     print(f"audit: {args.out / 'audit.html'}   verdict: {args.out / 'verdict.json'}   "
           f"full report: {args.out / 'report.html'}")
@@ -516,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("runs/recover"),
                    help="run directory (default runs/recover); rerun to resume")
     s.add_argument("--config", type=Path, help="study YAML whose recovery/attribution/evaluation sections to use")
+    s.add_argument("--gold", type=Path, metavar="DIR", help="a model trained without the forget items: every "
+                                                             "attack is read against it (default: against the "
+                                                             "retain items the original model never answered)")
     _allow_pickle(s)
     _quiet(s)
     s.set_defaults(func=cmd_recover)
@@ -527,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--forget", type=Path, required=True, metavar="JSONL", help='forget items, {"question", "answer"} a line')
     s.add_argument("--retain", type=Path, metavar="JSONL", help="items the unlearned model must still know")
     s.add_argument("--utility", type=Path, metavar="JSONL", help="general-knowledge items it must still know")
+    s.add_argument("--gold", metavar="MODEL", help="a model trained without the forget items (folder or known name): "
+                                                  "every attack is read against it (default: against the retain "
+                                                  "items the original model never answered)")
     _lists(s.add_argument("--attacks", help="comma-separated attacks beside FocusOnKey: prompt attacks %(prompt)s "
                                             "(default %(defaults)s), weight attacks %(weight)s (only when both "
                                             "models are local)"), ".study.audit", prompt="PROMPT_ATTACKS",

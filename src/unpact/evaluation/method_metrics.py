@@ -15,6 +15,7 @@ import numpy as np
 from ..attribution import aggregate, penalisation_profile, track
 from ..data import SPLITS
 from ..recovery import AttackKey
+from .calibration import Calibrated, calibrate, strongest, verdict_note
 from .quadrant import quadrant
 from .rates import destructive_rate, forget_efficacy, recovery_rate, wilson_interval
 
@@ -65,16 +66,51 @@ def rewrite_control(base: dict, result: dict) -> dict[str, float | None]:
     return out
 
 
+def calibrated(base: dict, result: dict, control: dict | None) -> list[Calibrated]:
+    """Every attack run on the forget items but FocusOnKey's placebos (its keyword control, see
+    `keyword_specificity`), read against ``control`` (`calibration.calibrate`)."""
+    cb, ca = _correct(base["answers"]), _correct(result["answers"])
+    forgotten = cb["forget"].astype(bool) & ~ca["forget"].astype(bool)
+    runs = {name: entry["correct"] for name, entry in result["attacks"].items()
+            if (key := AttackKey.parse(name)).split == "forget" and not key.is_placebo}
+    return calibrate(runs, forgotten, control)
+
+
+def keyword_specificity(base: dict, result: dict) -> dict[str, dict]:
+    """The paper's finding 2, kept apart from the verdict: per FocusOnKey run, its recovery minus its
+    random-word placebo's on the same forgotten items, with Newcombe's interval and a one-sided p-value
+    (does emphasising the KeyToken words matter, beyond rewriting the question at all?)."""
+    cb, ca = _correct(base["answers"]), _correct(result["answers"])
+    forgotten = cb["forget"].astype(bool) & ~ca["forget"].astype(bool)
+    n, out = int(forgotten.sum()), {}
+    for name, entry in result["attacks"].items():
+        key = AttackKey.parse(name)
+        if key.attack != "focus_on_key" or key.is_placebo or key.split != "forget":
+            continue
+        placebo = result["attacks"][AttackKey(key.attack, key.variant, "placebo").name]["correct"]
+        hits = int((np.asarray(entry["correct"], bool) & forgotten).sum())
+        control = int((np.asarray(placebo, bool) & forgotten).sum())
+        c = Calibrated(name, hits, n, control, n, "placebo rewrite")
+        out[name] = {"excess": c.value, "ci95": list(c.ci95) if c.ci95 else None, "p_value": c.p_value, "n": n}
+    return out
+
+
 def method_metrics(base: dict, result: dict, *, recovery_threshold: float, destructive_threshold: float,
-                   alpha: float, beta: int, standard: dict | None) -> dict:
+                   alpha: float, beta: int, standard: dict | None, control: dict | None = None) -> dict:
     """The metrics.json entry of one unlearned model; ``standard`` are its benchmark metrics
-    (`unpact.study.standard.standard_metrics`), computed by the caller."""
+    (`unpact.study.standard.standard_metrics`), computed by the caller; ``control`` what the attacks
+    yield without the knowledge (`calibration.calibrate`).
+
+    The quadrant's recovery side is the strongest calibrated attack (docs/design.md, Dilemma quadrant
+    and verdict): a method is insufficient when any attack brings back at least ``recovery_threshold``
+    of its forgotten items beyond what the same attack gets where the knowledge is absent."""
     cb, ca = _correct(base["answers"]), _correct(result["answers"])
     keep_before = np.concatenate([cb["retain"], cb["utility"]])
     keep_after = np.concatenate([ca["retain"], ca["utility"]])
     rates, interval, excess = recovery(base, result)
     destructive = destructive_rate(keep_before, keep_after)
-    best_excess = max((v for v in excess.values() if v is not None), default=None)
+    attacks = calibrated(base, result, control)
+    best = strongest(attacks)
     known = cb["forget"].astype(bool)
     tracking_rows = [track(np.array(b["contributions"]), np.array(a["contributions"]), alpha, beta)
                      for b, a, k in zip(base["attributions"]["forget"], result["attributions"], known, strict=True)
@@ -83,13 +119,17 @@ def method_metrics(base: dict, result: dict, *, recovery_threshold: float, destr
         "forget_efficacy": forget_efficacy(cb["forget"], ca["forget"]),
         "n_known": int(known.sum()), "n_forgotten": int((known & ~ca["forget"].astype(bool)).sum()),
         "recovery_rate": rates, "recovery_ci95": interval, "recovery_excess": excess,
+        "calibrated": {c.attack: c.to_dict() for c in attacks},
+        "strongest_attack": None if best is None else {**best.to_dict(), "note": verdict_note(best, recovery_threshold)},
+        "keyword_specificity": keyword_specificity(base, result),
         "rewrite_control": rewrite_control(base, result),
         "mia_auc": result.get("mia_auc"),
         "standard": standard,
         "destructive_rate": destructive,
         "destructive_rate_by_split": {s: destructive_rate(cb[s], ca[s]) for s in ("retain", "utility")},
         "accuracy": {s: accuracy(ca[s]) for s in SPLITS},
-        "quadrant": quadrant(best_excess, destructive, recovery_threshold, destructive_threshold),
+        "quadrant": quadrant(None if best is None else best.value, destructive, recovery_threshold,
+                             destructive_threshold),
         "penalisation": {s: penalisation_profile(
             [np.array(t) for t in base["answers"][s]["token_logprobs"]],
             [np.array(t) for t in result["answers"][s]["token_logprobs"]],

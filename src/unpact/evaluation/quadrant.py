@@ -11,7 +11,8 @@ def quadrant(recovery: float | None, destructive: float | None,
              recovery_threshold: float = DEFAULT_RECOVERY_THRESHOLD,
              destructive_threshold: float = DEFAULT_DESTRUCTIVE_THRESHOLD) -> str:
     """``insufficient`` if recovery ≥ its threshold, ``destructive`` if the destructive rate is, both, or
-    ``reliable``. ``recovery`` should be the excess over the placebo control; None counts as 0."""
+    ``reliable``. ``recovery`` is the strongest attack's calibrated recovery (its rate minus its
+    control's, `unpact.evaluation.calibration`); None counts as 0."""
     insufficient = (recovery or 0.0) >= recovery_threshold
     destructive_ = (destructive or 0.0) >= destructive_threshold
     if insufficient and destructive_:

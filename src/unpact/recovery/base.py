@@ -136,8 +136,9 @@ class Attack:
     always: ClassVar[bool] = False
     # In ``recovery.attacks`` unless a config lists its own.
     default: ClassVar[bool] = True
-    # What its recovery is read against, in words (report and `unpact attacks`).
-    control: ClassVar[str] = "none yet"
+    # What its recovery is read against, in words (`unpact attacks`): every attack's control is the
+    # same attack where the knowledge is absent (`unpact.study.attacks`); an attack may add its own.
+    control: ClassVar[str] = "the gold model under the same attack, else never-known retain items"
     Settings: ClassVar[type] = NoSettings
     # The settings' prefix in a study config: ``recovery.<prefix><field>``.
     prefix: ClassVar[str | None] = None
@@ -229,3 +230,13 @@ def judge(run: AttackRun, golds: Sequence[str], threshold: float) -> np.ndarray:
         return np.array([any(is_correct(s, g, threshold) for s in group)
                          for group, g in zip(run.samples, golds, strict=True)], dtype=bool)
     return correctness(run.answers, golds, threshold)
+
+
+def shown_answers(run: AttackRun, golds: Sequence[str], threshold: float) -> list[str]:
+    """The answer that stands for each item in reports: for a sampling run the sample that matched the
+    gold (so the evidence shows what was recovered, not one of the other samples), else the first
+    non-empty one; otherwise the run's answer."""
+    if run.samples is None:
+        return run.answers
+    return [next((a for a in group if is_correct(a, g, threshold)), first)
+            for group, g, first in zip(run.samples, golds, run.answers, strict=True)]

@@ -85,7 +85,8 @@ class FocusOnKey(Attack):
     help = "FocusOnKey: the question with its KeyToken words emphasised"
     order = 0
     always = True
-    control = "placebo rewrites emphasising other words of the question"
+    control = ("the gold model or never-known items under the same rewrite; placebo rewrites emphasising other "
+               "words (finding 2)")
     Settings = FocusOnKeySettings
     prefix = ""  # its one setting is the study's ``recovery.styles``
 

@@ -16,7 +16,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..errors import UnpactError
-from ..evaluation.quadrant import DEFAULT_DESTRUCTIVE_THRESHOLD, DEFAULT_RECOVERY_THRESHOLD, quadrant
 from ..io import read_json, read_jsonl, write_atomic, write_json
 from ..recovery import AttackKey
 from .console import attack_label, format_rate
@@ -26,48 +25,40 @@ UNLEARNED = "unlearned"
 
 
 def _attack_rows(m: dict) -> list[dict]:
-    """Recovery per attack: rate, 95% Wilson interval, excess over its placebo (FocusOnKey only)."""
+    """Per attack: its recovery of the forgotten items, its control's rate, the calibrated difference
+    with its 95% interval, and for FocusOnKey its excess over placebo (finding 2); placebos as rows of
+    their own, marked."""
+    calibrated, specificity = m.get("calibrated") or {}, m.get("keyword_specificity") or {}
     rows = []
     for attack, rate in (m.get("recovery_rate") or {}).items():
-        ci = (m.get("recovery_ci95") or {}).get(attack)
-        rows.append({"attack": attack, "label": attack_label(attack), "rate": rate,
-                     "ci95": list(ci) if ci else None, "excess": (m.get("recovery_excess") or {}).get(attack),
+        c = calibrated.get(attack) or {}
+        rows.append({"attack": attack, "label": attack_label(attack), "rate": rate, "n": c.get("n"),
+                     "control": c.get("control"), "control_kind": c.get("control_kind"),
+                     "calibrated": c.get("calibrated"), "ci95": c.get("ci95"), "p_value": c.get("p_value"),
+                     "excess": (specificity.get(attack) or {}).get("excess"),
                      "placebo": AttackKey.parse(attack).is_placebo})
     return rows
 
 
 def strongest_attack(m: dict) -> tuple[str | None, float | None]:
-    """The prompt attack with the most evidence of recovery: FocusOnKey counted above its placebo (the
-    rewrite alone can help), the other attacks (sampling, paraphrase, few-shot) at their plain rate."""
-    evidence = {a: v for a, v in (m.get("recovery_excess") or {}).items() if v is not None}
-    evidence.update({a: r for a, r in (m.get("recovery_rate") or {}).items()
-                     if r is not None and AttackKey.parse(a).attack != "focus_on_key"})
-    if not evidence:
-        return None, None
-    best = max(evidence, key=evidence.get)
-    return best, evidence[best]
+    """The attack that decided the recovery side of the quadrant and its calibrated recovery (the
+    study's own judgement, `unpact.evaluation.method_metrics`: the same for an audit and a study)."""
+    best = m.get("strongest_attack")
+    return (None, None) if not best else (best["attack"], best["calibrated"])
 
 
-def _sentence(m: dict, quadrant: str, thresholds: dict) -> str:
+def _sentence(m: dict, quadrant: str) -> str:
     """The verdict in one sentence (what a compliance reader sees first)."""
     if not m.get("n_known"):
         return ("inconclusive: the original model answers none of the forget items, so there is nothing to have "
                 "forgotten; give items it knows")
-    best, value = strongest_attack(m)
-    ci = (m.get("recovery_ci95") or {}).get(best) if best else None
-    rate = (m.get("recovery_rate") or {}).get(best) if best else None
-    how = "" if best is None else (f"{attack_label(best)} brings back {format_rate(rate)}"
-                                   + (f" (95% CI {format_rate(ci[0])}–{format_rate(ci[1])})" if ci else "")
-                                   + f" of the {m['n_forgotten']} forgotten items"
-                                   + (f", {format_rate(value)} above its placebo" if best in (m.get("recovery_excess") or {}) else ""))
-    limit = format_rate(thresholds.get("recovery"))
+    best = m.get("strongest_attack")
     if not m.get("n_forgotten"):
         parts = ["nothing was forgotten: the unlearned model still answers every forget item the original knows"]
     elif "insufficient" in quadrant:
-        parts = [f"NOT reliably forgotten: {how} (threshold {limit})"]
+        parts = [f"NOT reliably forgotten: {best['note']}"]
     else:
-        parts = [f"forgotten under the prompt attacks tried: the strongest, {how}, under the {limit} threshold"
-                 if best else "forgotten: no prompt attack ran"]
+        parts = [f"forgotten under the attacks tried: {best['note']}" if best else "forgotten: no attack ran"]
     if "destructive" in quadrant:
         parts.append(f"destructive: {format_rate(m.get('destructive_rate'))} of the retain/utility knowledge is lost")
     parts.append(f"forget efficacy {format_rate(m.get('forget_efficacy'))} ({m['n_forgotten']} of {m['n_known']} "
@@ -95,17 +86,16 @@ def verdict(metrics: dict, records: list[dict], models: dict) -> dict:
                          "key_after": r.get("key_after")})
     accuracy_before = (metrics.get("base") or {}).get("accuracy") or {}
     best, value = strongest_attack(m)
-    # the audit's quadrant is judged on the strongest prompt attack of any kind (the study's on FocusOnKey)
-    q = quadrant(value, m.get("destructive_rate"), thresholds.get("recovery", DEFAULT_RECOVERY_THRESHOLD),
-                 thresholds.get("destructive", DEFAULT_DESTRUCTIVE_THRESHOLD))
+    q = m["quadrant"]  # judged as in a study: on the strongest attack's calibrated recovery
     return {
         "models": models,
         "quadrant": q,
-        "verdict": _sentence(m, q, thresholds),
+        "verdict": _sentence(m, q),
         "forget_efficacy": m.get("forget_efficacy"),
         "n_known": m.get("n_known"), "n_forgotten": m.get("n_forgotten"),
         "recovery": _attack_rows(m),
         "strongest_attack": best, "strongest_attack_evidence": value,
+        "calibrated": m.get("calibrated"), "keyword_specificity": m.get("keyword_specificity"),
         "utility": {"destructive_rate": m.get("destructive_rate"),
                     "destructive_rate_by_split": m.get("destructive_rate_by_split"),
                     "accuracy_before": accuracy_before, "accuracy_after": m.get("accuracy")},

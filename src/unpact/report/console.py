@@ -62,38 +62,33 @@ def group_title(group: dict) -> str:
     return f"{group.get('model_name') or MISSING} × {group.get('benchmark') or MISSING}"
 
 
-def recovery_attacks(metrics: dict) -> list[str]:
-    """The FocusOnKey attacks the summary shows — oracle and self keywords (the heuristic source and the
-    other attacks are in metrics.json and the report's method sections) — in first-seen order.
-
-    Over all groups of a grid, so a combined table has one column set for every row."""
-    seen: dict[str, None] = {}
-    for group in metric_groups(metrics):
-        for method in (group.get("methods") or {}).values():
-            seen.update(dict.fromkeys(a for a in method.get("recovery_rate") or {}
-                                      if _is_focus(a, ("oracle", "self"))))
-    return list(seen)
-
-
 def best_recovery_attack(method: dict) -> str | None:
-    """The attack with the largest recovery excess over placebo: the one the quadrant is judged on."""
-    excess = {a: v for a, v in (method.get("recovery_excess") or {}).items() if v is not None}
-    return max(excess, key=excess.get) if excess else None
+    """The attack that decided the quadrant: the strongest calibrated one (`method_metrics`)."""
+    return (method.get("strongest_attack") or {}).get("attack")
+
+
+def format_signed(value: float | None) -> str:
+    """A difference of rates as a signed percentage (``+52.2%``); `MISSING` for null."""
+    return MISSING if value is None else f"{100 * value:+.1f}%"
+
+
+def format_interval(ci) -> str:
+    """A 95% interval of a difference as ``[+31, +70]`` (percentage points); empty when there is none."""
+    return "" if not ci else f"[{100 * ci[0]:+.0f}, {100 * ci[1]:+.0f}]"
+
+
+def keyword_specificity_cell(method: dict) -> str:
+    """FocusOnKey's largest excess over its placebo (the paper's finding 2) with its interval."""
+    rows = {a: r for a, r in (method.get("keyword_specificity") or {}).items() if r.get("excess") is not None}
+    if not rows:
+        return MISSING
+    r = rows[max(rows, key=lambda a: rows[a]["excess"])]
+    return f"{format_signed(r['excess'])} {format_interval(r.get('ci95'))}".strip()
 
 
 def attack_label(attack: str) -> str:
     """An attack name as shown to people (``focus_on_key:x`` → ``FocusOnKey:x``)."""
     return attack.replace("focus_on_key", "FocusOnKey")
-
-
-def best_baseline(method: dict) -> str:
-    """The strongest non-FocusOnKey attack of a method, as ``name rate`` (`MISSING` if none ran)."""
-    rates = {a: r for a, r in (method.get("recovery_rate") or {}).items()
-             if not _is_focus(a) and r is not None}
-    if not rates:
-        return MISSING
-    name = max(rates, key=rates.get)
-    return f"{name} {format_rate(rates[name])}"
 
 
 def _is_focus(attack: str, sources: tuple[str, ...] | None = None) -> bool:
@@ -109,61 +104,50 @@ def placebo_of(attack: str) -> str | None:
     return replace(key, keywords="placebo").name if key.attack == "focus_on_key" else None
 
 
+SUMMARY_HEADER = ["Method", "Forget efficacy", "Strongest attack", "Recovery", "Control", "Calibrated (95% CI)",
+                  "n", "FocusOnKey − placebo", "Destructive", "Retain acc", "Utility acc", "KeyToken Jaccard", "Quadrant"]
+
+
 def summary_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     """The summary as (header, rows) of display strings, one row per method.
 
-    Each recovery cell reads ``rate (placebo rate)``: only the difference is evidence. The last column is
-    always the quadrant and the one before the numbers is the method, so renderers can style those
-    cells. A grid of several groups gets one combined table, its rows led by Model and Benchmark
-    columns, so methods can be compared across models and benchmarks in one place.
+    The verdict's evidence comes first: the strongest attack (the one that decides the quadrant), its
+    raw recovery of the forgotten items, its control's rate (the same attack where the knowledge is
+    absent), the calibrated difference with its 95% interval, and n, the forgotten items it rests on.
+    FocusOnKey − placebo is the paper's keyword-specificity test, not the verdict. The last column is
+    always the quadrant and the first the method, so renderers can style those cells. A grid of several
+    groups gets one combined table, its rows led by Model and Benchmark columns.
     """
-    attacks = recovery_attacks(metrics)
-    header = [
-        "Method",
-        "Forget efficacy",
-        *(f"Recovery {attack_label(attack)} (placebo)" for attack in attacks),
-        "Best other attack",
-        "Destructive",
-        "Retain acc",
-        "Utility acc",
-        "KeyToken Jaccard",
-        "Focus retention",
-        "Quadrant",
-    ]
     groups = metric_groups(metrics)
     if len(groups) == 1:  # one model and benchmark (the demo): the caption names them
-        return header, _method_rows(groups[0], attacks)
-    rows = [
-        [group.get("model_name") or MISSING, group.get("benchmark") or MISSING, *row]
-        for group in metric_groups(metrics)
-        for row in _method_rows(group, attacks)
-    ]
-    return ["Model", "Benchmark", *header], rows
+        return list(SUMMARY_HEADER), _method_rows(groups[0])
+    rows = [[group.get("model_name") or MISSING, group.get("benchmark") or MISSING, *row]
+            for group in groups for row in _method_rows(group)]
+    return ["Model", "Benchmark", *SUMMARY_HEADER], rows
 
 
-def _method_rows(metrics: dict, attacks: list[str]) -> list[list[str]]:
+def _method_rows(metrics: dict) -> list[list[str]]:
     rows = []
     for name, method in (metrics.get("methods") or {}).items():
-        recovery = method.get("recovery_rate") or {}
         accuracy = method.get("accuracy") or {}
         tracking = method.get("tracking") or {}
-        rows.append(
-            [
-                name,
-                format_rate(method.get("forget_efficacy")),
-                *(
-                    f"{format_rate(recovery.get(a))} ({format_rate(recovery.get(placebo_of(a)))})"
-                    for a in attacks
-                ),
-                best_baseline(method),
-                format_rate(method.get("destructive_rate")),
-                format_rate(accuracy.get("retain")),
-                format_rate(accuracy.get("utility")),
-                format_number(tracking.get("jaccard")),
-                format_number(tracking.get("focus_retention")),
-                method.get("quadrant") or MISSING,
-            ]
-        )
+        best = method.get("strongest_attack") or {}
+        control = MISSING if not best else "none" if best.get("control_kind") == "none" else format_rate(best.get("control"))
+        rows.append([
+            name,
+            format_rate(method.get("forget_efficacy")),
+            attack_label(best["attack"]) if best else MISSING,
+            format_rate(best.get("rate")),
+            control,
+            f"{format_signed(best.get('calibrated'))} {format_interval(best.get('ci95'))}".strip() if best else MISSING,
+            str(best["n"]) if best else str(method.get("n_forgotten", MISSING)),
+            keyword_specificity_cell(method),
+            format_rate(method.get("destructive_rate")),
+            format_rate(accuracy.get("retain")),
+            format_rate(accuracy.get("utility")),
+            format_number(tracking.get("jaccard")),
+            method.get("quadrant") or MISSING,
+        ])
     return rows
 
 

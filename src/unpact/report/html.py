@@ -33,13 +33,12 @@ from .console import (
     MISSING,
     attack_label,
     base_accuracy_line,
-    best_recovery_attack,
+    format_interval,
     format_number,
     format_rate,
     group_title,
     is_grid,
     metric_groups,
-    placebo_of,
     summary_rows,
 )
 from .heatmap import HEATMAP_CSS, colour, shared_scale, token_heatmap_html
@@ -291,17 +290,16 @@ def _overview(metrics: dict, groups: list[dict], views: list[dict]) -> list[dict
 def _headline(method: dict | None, thresholds: dict) -> dict:
     """A cell's headline numbers; a cell whose method has not finished yet has none and is pending."""
     metrics = method or {}
-    attack = best_recovery_attack(metrics)
-    excess = (metrics.get("recovery_excess") or {}).get(attack)
-    recovery = metrics.get("recovery_rate") or {}
+    best = metrics.get("strongest_attack") or {}
     return {
         "quadrant": "pending" if method is None else metrics.get("quadrant") or MISSING,
         "forget_efficacy": metrics.get("forget_efficacy"),
-        "attack": attack_label(attack) if attack else None,
-        "rate": recovery.get(attack),
-        "placebo": recovery.get(placebo_of(attack)) if attack else None,
-        "excess": excess,
-        "excess_alert": _over(excess, thresholds.get("recovery")),
+        "attack": attack_label(best["attack"]) if best else None,
+        "rate": best.get("rate"),
+        "control": best.get("control"),
+        "calibrated": best.get("calibrated"),
+        "ci95": format_interval(best.get("ci95")),
+        "calibrated_alert": _over(best.get("calibrated"), thresholds.get("recovery")),
         "destructive_rate": metrics.get("destructive_rate"),
         "destructive_alert": _over(metrics.get("destructive_rate"), thresholds.get("destructive")),
     }
@@ -313,47 +311,35 @@ def _over(value: float | None, threshold: float | None) -> bool:
 
 
 def _summary_alerts(header: list[str], method: dict, thresholds: dict) -> list[bool]:
-    """Per summary cell: does it put the method over a quadrant threshold (so the page flags it)?
-
-    A recovery cell is flagged when its attack's excess over placebo reaches the recovery threshold,
-    the destructive cell when the destructive rate reaches its threshold.
-    """
-    excess = method.get("recovery_excess") or {}
-    by_column = {
-        f"Recovery {attack_label(attack)} (placebo)": _over(
-            value, thresholds.get("recovery")
-        )
-        for attack, value in excess.items()
-    }
-    by_column["Destructive"] = _over(method.get("destructive_rate"), thresholds.get("destructive"))
+    """Per summary cell: does it put the method over a quadrant threshold (so the page flags it)? The
+    calibrated recovery of the strongest attack and the destructive rate can."""
+    best = method.get("strongest_attack") or {}
+    by_column = {"Calibrated (95% CI)": _over(best.get("calibrated"), thresholds.get("recovery")),
+                 "Destructive": _over(method.get("destructive_rate"), thresholds.get("destructive"))}
     return [by_column.get(name, False) for name in header]
 
 
 def _recovery_view(metrics: dict, thresholds: dict) -> list[dict]:
-    """One row per recovery attack: its rate beside its placebo control, the excess, the rewrite control."""
-    recovery = metrics.get("recovery_rate") or {}
-    excess = metrics.get("recovery_excess") or {}
-    control = metrics.get("rewrite_control") or {}
+    """One row per attack run on the forgotten items: its recovery, its control's rate, the calibrated
+    difference with its interval and p-value, and for FocusOnKey its excess over placebo (finding 2)
+    and the do-no-harm control; strongest first."""
+    specificity = metrics.get("keyword_specificity") or {}
+    rewrite = metrics.get("rewrite_control") or {}
+    strongest = (metrics.get("strongest_attack") or {}).get("attack")
     rows = []
-    for attack, rate in recovery.items():
+    for attack, c in (metrics.get("calibrated") or {}).items():
         key = AttackKey.parse(attack)
-        if key.is_placebo:
-            continue
-        kind, style = attack_label(attack.partition(":")[0]), key.variant
-        value = excess.get(attack)
-        rows.append(
-            {
-                "attack": attack,
-                "kind": kind,
-                "style": style or MISSING,
-                "rate": rate,
-                "placebo": recovery.get(placebo_of(attack)),
-                "excess": value,
-                "alert": _over(value, thresholds.get("recovery")),
-                "control": control.get(style) if style else None,
-            }
-        )
-    return rows
+        spec = specificity.get(attack) or {}
+        rows.append({
+            "attack": attack, "label": attack_label(attack), "changes_weights": key.changes_weights,
+            "rate": c.get("rate"), "n": c.get("n"), "control": c.get("control"),
+            "control_kind": c.get("control_kind"), "calibrated": c.get("calibrated"),
+            "ci95": format_interval(c.get("ci95")), "p_value": c.get("p_value"),
+            "alert": _over(c.get("calibrated"), thresholds.get("recovery")), "strongest": attack == strongest,
+            "excess": spec.get("excess"), "excess_ci95": format_interval(spec.get("ci95")),
+            "rewrite_control": rewrite.get(key.variant) if key.attack == "focus_on_key" else None,
+        })
+    return sorted(rows, key=lambda r: not r["strongest"])
 
 
 def _group_by_method(records: list[dict], method_metrics: dict) -> dict[str, list[dict]]:
@@ -389,7 +375,7 @@ def _method_view(
         "destructive_by_split": metrics.get("destructive_rate_by_split") or {},
         "accuracy": metrics.get("accuracy") or {},
         "recovery": _recovery_view(metrics, thresholds),
-        "best_excess": (metrics.get("recovery_excess") or {}).get(best_recovery_attack(metrics)),
+        "strongest": metrics.get("strongest_attack") or {},
         "rewrite_control": control,
         "tracking": _tracking_pairs(metrics.get("tracking")),
         "penalisation": metrics.get("penalisation") or {},

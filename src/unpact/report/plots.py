@@ -10,6 +10,7 @@ import io
 from collections.abc import Sequence
 
 from ..evaluation.quadrant import DEFAULT_DESTRUCTIVE_THRESHOLD, DEFAULT_RECOVERY_THRESHOLD
+from ..recovery import AttackKey
 
 # Same hues as the report's quadrant badges, so the plot and the page agree.
 QUADRANT_COLOURS = {
@@ -24,18 +25,32 @@ _DPI = 150
 _MARKER_RADIUS = 3.5  # points; scatter size s is the marker area in points²
 
 
-def best_excess(method: dict) -> float:
-    """A method's largest non-null recovery excess over placebo; 0 when there is none."""
-    values = [v for v in (method.get("recovery_excess") or {}).values() if v is not None]
-    return float(max(values)) if values else 0.0
+def strongest_calibrated(method: dict) -> float:
+    """A method's strongest calibrated recovery (the verdict's y); 0 when there is none."""
+    return float((method.get("strongest_attack") or {}).get("calibrated") or 0.0)
 
 
 def dilemma_points(metrics: dict) -> list[tuple[str, float, float, str | None]]:
-    """(method, destructive rate, best recovery excess, quadrant) per method; nulls count as 0."""
+    """(method, destructive rate, strongest calibrated recovery, quadrant) per method; nulls count as 0."""
     return [
-        (name, float(m.get("destructive_rate") or 0.0), best_excess(m), m.get("quadrant"))
+        (name, float(m.get("destructive_rate") or 0.0), strongest_calibrated(m), m.get("quadrant"))
         for name, m in (metrics.get("methods") or {}).items()
     ]
+
+
+def family_points(metrics: dict) -> dict[str, list[tuple[float, float]]]:
+    """Per attack family (FocusOnKey, sampling, …), each method's (destructive rate, best calibrated
+    recovery of that family): the other attacks behind each verdict point."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for m in (metrics.get("methods") or {}).values():
+        best: dict[str, float] = {}
+        for attack, c in (m.get("calibrated") or {}).items():
+            family = AttackKey.parse(attack).attack
+            if c.get("calibrated") is not None:
+                best[family] = max(best.get(family, -1.0), c["calibrated"])
+        for family, value in best.items():
+            out.setdefault(family, []).append((float(m.get("destructive_rate") or 0.0), value))
+    return out
 
 
 def _threshold(thresholds: dict, name: str, default: float) -> float:
@@ -91,7 +106,8 @@ def dilemma_plot(metrics: dict, title: str = "Unlearning dilemma") -> bytes:
     ``metrics`` is one run, or one group of a study grid; ``title`` names the group, so a PNG copied
     out of the run directory still says which model and benchmark it shows.
 
-    x is the destructive rate, y the best recovery excess over placebo (null counts as 0); dashed lines
+    x is the destructive rate, y the strongest attack's calibrated recovery (null counts as 0) with its
+    95% interval as an error bar, and small hollow markers for each other attack family's best; dashed lines
     mark ``metrics["thresholds"]`` and the four quadrants are named in their corners. Both axes span
     0..1 unless a value lies outside. The PNG carries no software version or timestamp, so the same
     metrics give the same bytes.
@@ -109,7 +125,9 @@ def dilemma_plot(metrics: dict, title: str = "Unlearning dilemma") -> bytes:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     x0, x1 = _limits([p[1] for p in points], x_cut)
-    y0, y1 = _limits([p[2] for p in points], y_cut)
+    ends = [e for m in (metrics.get("methods") or {}).values()
+            for e in ((m.get("strongest_attack") or {}).get("ci95") or [])]
+    y0, y1 = _limits([p[2] for p in points] + ends + [y for pts in family_points(metrics).values() for _, y in pts], y_cut)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
 
@@ -144,7 +162,16 @@ def dilemma_plot(metrics: dict, title: str = "Unlearning dilemma") -> bytes:
         )
     ]
 
-    for _, x, y, quadrant in points:
+    markers = "v^sDPX*<>"
+    for (family, pts), marker in zip(sorted(family_points(metrics).items()), markers * 3, strict=False):
+        ax.scatter([x for x, _ in pts], [y for _, y in pts], s=18, marker=marker, facecolors="none",
+                   edgecolors="#777", linewidths=0.7, zorder=3, clip_on=False, label=family)
+    for name, x, y, quadrant in points:
+        ci = ((metrics.get("methods") or {}).get(name, {}).get("strongest_attack") or {}).get("ci95")
+        if ci:
+            ax.errorbar([x], [y], yerr=[[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]], fmt="none",
+                        ecolor=QUADRANT_COLOURS.get(quadrant or "", _UNKNOWN_COLOUR), elinewidth=0.8,
+                        capsize=2, alpha=0.7, zorder=3, clip_on=False)
         ax.scatter(
             [x],
             [y],
@@ -180,7 +207,9 @@ def dilemma_plot(metrics: dict, title: str = "Unlearning dilemma") -> bytes:
         )
 
     ax.set_xlabel("destructive rate (retain/utility answers lost)")
-    ax.set_ylabel("best recovery excess over placebo")
+    ax.set_ylabel("strongest calibrated recovery (recovery − control)")
+    if family_points(metrics):
+        ax.legend(loc="center right", fontsize=6, title="other attacks", title_fontsize=6, frameon=False)
     ax.set_title(title, fontsize=11)
     ax.xaxis.set_major_formatter("{x:.0%}")
     ax.yaxis.set_major_formatter("{x:.0%}")

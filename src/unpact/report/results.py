@@ -15,8 +15,7 @@ from rich.table import Table
 
 from ..errors import UnpactError
 from ..io import write_atomic
-from ..recovery import AttackKey
-from .console import format_rate
+from .console import format_interval, format_rate, format_signed
 
 IDENTITY = ("model", "benchmark", "method", "seed", "label", "cell")
 SHOWN = ("forget_efficacy", "destructive_rate", "quadrant")
@@ -78,17 +77,25 @@ def _rate(value) -> str:
 
 
 def print_results(frame, console: Console | None = None) -> None:
-    """The table's headline columns on the terminal; every column is in the files."""
-    console = console or Console(width=200)
-    recovery = [c for c in frame.columns
-                if c.startswith("recovery_rate.") and not AttackKey.parse(c.split(".", 1)[1]).is_placebo]
+    """The table's headline columns on the terminal: the verdict and the evidence it rests on (the
+    strongest attack, its recovery, its control, the calibrated difference with its 95% interval, n);
+    every column is in the files."""
+    console = console or Console(width=120)
     table = Table(title=f"{len(frame)} cells · {len(frame.columns)} columns")
-    for name in ("model", "benchmark", "label", *SHOWN, "best attack"):
+    for name in ("model", "benchmark", "label", "strongest attack", "recovery", "control", "calibrated (95% CI)", "n",
+                 *SHOWN):
         table.add_column(name.replace("_", " "), justify="left" if name in ("model", "benchmark", "label") else "right")
+
+    def cell(row, column: str):
+        value = row.get(f"strongest_attack.{column}")
+        return None if value is None or value != value else value  # NaN: a cell without one
+
     for _, row in frame.iterrows():
-        rates = {c.split(".", 1)[1]: row[c] for c in recovery if row[c] is not None and row[c] == row[c]}
-        best = max(rates.items(), key=lambda kv: kv[1], default=None)
+        ci = [cell(row, "ci95.lo"), cell(row, "ci95.hi")]  # lists of two are flattened to .lo/.hi
+        lo_hi = format_interval(ci) if None not in ci else ""
+        calibrated = cell(row, "calibrated")
         table.add_row(str(row.get("model")), str(row.get("benchmark")), str(row.get("label")),
-                      _rate(row.get("forget_efficacy")), _rate(row.get("destructive_rate")),
-                      str(row.get("quadrant")), f"{best[0]} {_rate(best[1])}" if best else _rate(None))
+                      str(cell(row, "attack") or "–"), _rate(cell(row, "rate")), _rate(cell(row, "control")),
+                      f"{format_signed(calibrated)} {lo_hi}".strip(), str(cell(row, "n") or "–"),
+                      _rate(row.get("forget_efficacy")), _rate(row.get("destructive_rate")), str(row.get("quadrant")))
     console.print(table)

@@ -21,6 +21,7 @@ from ..data import Item
 from ..data.benchmarks.jsonl import split_file
 from ..errors import UnpactError
 from ..models.client import is_served, public_url
+from ..models.registry import model_path
 from ..recovery import ATTACKS
 from ..report.audit import write_audit
 from .progress import Reporter
@@ -56,10 +57,11 @@ def template_tokenizer(template: str | None, original: str | Path, unlearned: st
 
 def run_audit(cfg: StudyConfig, out: Path, original: str | Path, unlearned: str | Path, forget: Path,
               retain: Path | None = None, utility: Path | None = None, *, template: str | None = None,
-              served: dict | None = None, reporter: Reporter | None = None) -> dict:
+              served: dict | None = None, reporter: Reporter | None = None, gold: str | Path | None = None) -> dict:
     """Audit ``unlearned`` against ``original``; returns the verdict (also in ``out/verdict.json``).
 
-    ``served``: options for served models (`unpact.models.served.served_scorer`: concurrency, timeout,
+    ``gold``: a model trained without the forget set; every attack is then read against it, as in a
+    study (otherwise against the retain items the original model never answered). ``served``: options for served models (`unpact.models.served.served_scorer`: concurrency, timeout,
     retries, key_env, bos_text). ``cfg.recovery.attacks`` defaults to the prompt attacks; few-shot needs
     retain items for its demonstrations and is dropped without them.
     """
@@ -77,6 +79,11 @@ def run_audit(cfg: StudyConfig, out: Path, original: str | Path, unlearned: str 
     if any_served:
         options["template"] = template_tokenizer(template, original, unlearned)
     study = Study(cfg, out, reporter, model_dir=original, served=options)
+    if gold is not None:  # a model that never saw the forget set: the attacks' control, as in a study
+        if is_served(gold):
+            raise UnpactError(f"--gold {gold}: the gold model must be a local folder or known name (it is attacked "
+                              "through its weights too); download it or drop --gold")
+        study.gold_dir = model_path(gold)
     study.audit(splits, {UNLEARNED: unlearned})
     models = {"original": _shown(original), "unlearned": _shown(unlearned)}
     return write_audit(out, models)

@@ -195,7 +195,7 @@ class Grid:
         base = study.base()
         if cell.model.gold:
             resolve_model(cell.model.gold)
-        study.prepare_gold()
+        study.prepare_gold(base)
         path = study.model_dir.resolve()
         # inside the run directory the path is relative, so the same study run elsewhere matches
         shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else str(path)

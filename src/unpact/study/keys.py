@@ -61,8 +61,11 @@ class StudyKeys:
         if self.gold_dir is None:
             return None
         trained = self.cfg.model.key(self._gold_items(), self._all_items()) if self._trains_gold() else None
+        # the gold model is attacked as the methods are (its hit rates are their control): the
+        # attacks' settings and the original model's keywords (base) are part of its result too
         return digest(["gold", str(self.gold_dir.resolve()), trained, None if trained else self._model_files(self.gold_dir),
-                       self.cfg.evaluation, *self._precision(), self._items_key()])
+                       self.cfg.evaluation, *self._precision(), self._items_key(), self.cfg.recovery, self.cfg.seed,
+                       self.base_key()])
 
     def method_key(self, index: int, base_key: str) -> str:
         """What one method's result depends on: the base, its settings, the attacks and the seed."""

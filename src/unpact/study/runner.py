@@ -11,7 +11,6 @@ interrupted study resumes where it stopped. What is measured lives in `measure`,
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -27,20 +26,19 @@ from ..models import load_model, prompt_format
 from ..models.builtin import prepare_builtin
 from ..models.client import is_served
 from ..models.loading import save_model
-from ..recovery import ATTACKS, AttackContext, judge
-from ..recovery.base import settings_of
 from ..report import render_report
 from ..report.records import records
 from ..scoring import Scorer
 from ..unlearn import unlearn
 from . import known, measure
+from .attacks import StudyAttacks
 from .cache import cached, cached_stage, digest
 from .keys import StudyKeys, where
 from .progress import Reporter
 from .standard import standard_metrics, tofu_raw_splits
 
 
-class Study(StudyKeys):
+class Study(StudyKeys, StudyAttacks):
     """One run directory and the state shared by its stages."""
 
     def __init__(self, cfg: StudyConfig, out: str | Path, reporter: Reporter | None = None,
@@ -134,19 +132,25 @@ class Study(StudyKeys):
                 "answer_tokens": measure.answer_tokens(scorer, self.splits), "attribution_quality": quality,
                 "mia_auc": measured["mia_auc"], "tofu": measured["tofu"], "muse": measured["muse"]}
 
-    def prepare_gold(self) -> dict | None:
-        """The gold model's answers, TOFU raw material and membership AUCs (cached in ``gold.json``);
-        a built-in gold model (``out/gold``) is trained first, on every split but forget."""
+    def prepare_gold(self, base: dict) -> dict | None:
+        """The gold model's answers, TOFU raw material, membership AUCs and its hit rates under every
+        attack on the forget items (the attacks' control; cached in ``gold.json``); a built-in gold
+        model (``out/gold``) is trained first, on every split but forget."""
         if self.gold_dir is not None:
-            self.gold = cached_stage(self.out / "gold.json", self.gold_key(), self._gold)
+            self.gold = cached_stage(self.out / "gold.json", self.gold_key(), lambda: self._gold(base))
         return self.gold
 
-    def _gold(self) -> dict:
+    def _gold(self, base: dict) -> dict:
         if self._trains_gold():
             with self.ui.bar("gold model: trained without the forget set (epochs)", self.cfg.model.max_epochs) as bar:
                 # the original model's tokenizer (trained on every split's text), not a new one
                 prepare_builtin(self._gold_items(), self.gold_dir, self.cfg.model, bar, tokenizer_items=self._all_items())
-        return self.measure_model(self.open(self.gold_dir))
+        scorer = self.open(self.gold_dir)
+        measured = self.measure_model(scorer)
+        with self.ui.bar("gold model: the same attacks (control)", 1) as bar:
+            attacks = self.attack(scorer, base, measured["answers"])
+            bar(1, 1)
+        return {**measured, "attacks": attacks}
 
     def training_sets(self, fmt) -> tuple[list, list]:
         """What the methods unlearn and keep: the forget and retain items, or with ``raw_text`` the
@@ -186,7 +190,7 @@ class Study(StudyKeys):
         """Evaluate and attack a model someone else unlearned (no training); cached like a method."""
         folder = self.out / "methods" / name
         key = digest([base["key"], where(model_dir), self._model_files(model_dir), self.cfg.recovery,
-                      self.cfg.evaluation])
+                      self.cfg.evaluation, self.gold_key()])
         if (stored := cached(folder / "result.json", key)) is not None:
             return stored
         return self._evaluate(name, self.open(model_dir), base, key, {}, folder)
@@ -204,25 +208,10 @@ class Study(StudyKeys):
         result = {"key": key, "method": name, "train": train_logs, "answers": measured["answers"],
                   "attributions": attributions, "attacks": attacks, "mia_auc": measured["mia_auc"],
                   "tofu": measured["tofu"], "muse": measured["muse"]}
+        if self.gold_dir is None:  # no model that never knew: the attacks on facts this one never knew
+            result["never_known"] = self.attack_never_known(scorer, base, measured["answers"])
         write_json(folder / "result.json", result)
         return result
-
-    def attack(self, scorer, base: dict | None = None, answers: dict | None = None) -> dict[str, dict]:
-        """Every attack the config asks for (FocusOnKey always) on ``scorer``'s model, in registry
-        order: per run, the prompts, answers (and samples) and which items each recovered."""
-        r, a = self.cfg.recovery, self.cfg.attribution
-        ctx = AttackContext(scorer, self.splits, self.cfg.seed, lambda m: self.scorer(m, scorer.tokenizer),
-                            base, answers, a.alpha, a.beta)
-        out: dict[str, dict] = {}
-        for attack in ATTACKS.values():
-            if not (attack.always or attack.name in r.attacks):
-                continue
-            for key, run in attack.run(ctx, settings_of(attack, r)).items():
-                golds = [it.answer for it in self.splits[key.split]]
-                entry = {k: v for k, v in asdict(run).items() if v is not None}
-                entry["correct"] = judge(run, golds, self.cfg.evaluation.rouge_threshold).tolist()
-                out[key.name] = entry
-        return out
 
     # -- the run and its outputs --------------------------------------------------------------------
 
@@ -234,7 +223,7 @@ class Study(StudyKeys):
         if self.cfg.evaluation.gold_model:
             self.gold_dir = self.out / "gold"
         base = self.base()
-        self.prepare_gold()
+        self.prepare_gold(base)
         results = [self.run_method(i, base) for i in range(len(self.cfg.methods))]
         return self._finish(model_facts({**info, "path": str(self.model_dir), "dtype": self.cfg.dtype}), base, results)
 
@@ -244,6 +233,7 @@ class Study(StudyKeys):
         write_json(self.out / "config.json", self.cfg.to_dict())
         self.splits = splits
         base = self.base()
+        self.prepare_gold(base)  # with a gold model (``gold_dir``), the attacks' control is the study's
         results = [self.audit_model(name, path, base) for name, path in unlearned.items()]
         return self._finish({"path": str(self.model_dir)}, base, results)
 
@@ -257,7 +247,7 @@ class Study(StudyKeys):
         ev, a = self.cfg.evaluation, self.cfg.attribution
         return method_metrics(base, result, recovery_threshold=ev.recovery_threshold,
                               destructive_threshold=ev.destructive_threshold, alpha=a.alpha, beta=a.beta,
-                              standard=self.standard(result, base))
+                              standard=self.standard(result, base), control=self.control(base, result))
 
     def records(self, base: dict, result: dict) -> list[dict]:
         """Per-item records of one unlearned model (`unpact.report.records`)."""

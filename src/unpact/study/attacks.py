@@ -1,0 +1,71 @@
+"""The study's attack stage: every registered attack on a model, and the control each is read
+against (docs/design.md, Controls): the gold model under the same attacks, or the same attacks on
+facts the original model never knew."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from ..config import StudyConfig
+from ..data import Item
+from ..evaluation.calibration import GOLD, NEVER_KNOWN
+from ..recovery import ATTACKS, AttackContext, AttackKey, judge
+from ..recovery.base import settings_of, shown_answers
+
+
+class StudyAttacks:
+    """Attacks of a `Study` (a mixin: it uses the study's config, splits, gold results and scorer)."""
+
+    cfg: StudyConfig
+    splits: dict[str, list[Item]]
+    gold: dict | None
+
+    def attack(self, scorer, base: dict | None = None, answers: dict | None = None,
+               splits: dict[str, list[Item]] | None = None) -> dict[str, dict]:
+        """Every attack the config asks for (FocusOnKey always) on ``scorer``'s model, in registry
+        order: per run, the prompts, answers (and samples) and which items each recovered. ``splits``:
+        other items to attack than the study's (the never-known control)."""
+        r, a = self.cfg.recovery, self.cfg.attribution
+        splits = splits or self.splits
+        ctx = AttackContext(scorer, splits, self.cfg.seed, lambda m: self.scorer(m, scorer.tokenizer),
+                            base, answers, a.alpha, a.beta)
+        out: dict[str, dict] = {}
+        for attack in ATTACKS.values():
+            if not (attack.always or attack.name in r.attacks):
+                continue
+            for key, run in attack.run(ctx, settings_of(attack, r)).items():
+                golds = [it.answer for it in splits[key.split]]
+                entry = {k: v for k, v in asdict(run).items() if v is not None}
+                entry["correct"] = judge(run, golds, self.cfg.evaluation.rouge_threshold).tolist()
+                entry["answers"] = shown_answers(run, golds, self.cfg.evaluation.rouge_threshold)
+                out[key.name] = entry
+        return out
+
+    def attack_never_known(self, scorer, base: dict, answers: dict) -> dict[str, dict] | None:
+        """The attacks on the retain items the original model never answered, as a control where
+        there is no gold model (`control`). They leave the retain set the attacks draw on (few-shot
+        demonstrations, relearning), which would otherwise hand them their own answers. None when the
+        original model answers every retain item."""
+        known = base["answers"]["retain"]["correct"]
+        never = [i for i, ok in enumerate(known) if not ok]
+        if not never:
+            return None
+        keep = [i for i, ok in enumerate(known) if ok]
+        retain, rows = self.splits["retain"], base["attributions"]["retain"]
+        view = {"attributions": {"forget": [rows[i] for i in never], "retain": [rows[i] for i in keep],
+                                 "utility": base["attributions"]["utility"]}}
+        own = {"forget": {"answers": [answers["retain"]["answers"][i] for i in never]}}
+        splits = {**self.splits, "forget": [retain[i] for i in never], "retain": [retain[i] for i in keep]}
+        return self.attack(scorer, view, own, splits)
+
+    def control(self, base: dict, result: dict) -> dict | None:
+        """What the attacks yield without the knowledge (`unpact.evaluation.calibration.calibrate`):
+        the gold model's hits on the same forget items, else this model's on never-known items."""
+        def forget_runs(attacks: dict) -> dict[str, list]:
+            return {n: e["correct"] for n, e in attacks.items() if AttackKey.parse(n).split == "forget"}
+
+        if self.gold and "attacks" in self.gold:
+            return {"kind": GOLD, "known": base["answers"]["forget"]["correct"], "attacks": forget_runs(self.gold["attacks"])}
+        if result.get("never_known"):
+            return {"kind": NEVER_KNOWN, "attacks": forget_runs(result["never_known"])}
+        return None

@@ -1,0 +1,84 @@
+"""The verdict (docs/design.md, Dilemma quadrant and verdict): every attack against a control that
+never knew, the strongest calibrated attack decides, and the study and `unpact audit` agree."""
+
+from __future__ import annotations
+
+import pytest
+
+from unpact.config import StudyConfig
+from unpact.evaluation.calibration import GOLD
+from unpact.evaluation.quadrant import quadrant
+from unpact.study.audit import run_audit
+
+
+def test_the_study_judges_every_method_on_its_strongest_calibrated_attack(study):
+    _, metrics = study
+    t = metrics["thresholds"]
+    for name, m in metrics["methods"].items():
+        calibrated = m["calibrated"]
+        assert calibrated and not any(a.startswith("placebo") for a in calibrated), name
+        assert {"sampling", "relearn", "quantize_int8", "focus_on_key:instruction"} <= set(calibrated)
+        for c in calibrated.values():  # the demo has a gold model: every attack is read against it
+            assert c["control_kind"] == GOLD and c["control_n"] == m["n_known"] and c["n"] == m["n_forgotten"]
+        best = m["strongest_attack"]
+        values = [c["calibrated"] for c in calibrated.values() if c["calibrated"] is not None]
+        assert best["calibrated"] == max(values) and best["attack"] in calibrated
+        assert best["ci95"][0] <= best["calibrated"] <= best["ci95"][1]
+        assert m["quadrant"] == quadrant(best["calibrated"], m["destructive_rate"], t["recovery"], t["destructive"])
+        assert best["attack"] in best["note"]
+        # finding 2 is kept apart: FocusOnKey minus its placebo, with its own interval
+        spec = m["keyword_specificity"]["focus_on_key:instruction"]
+        assert spec["excess"] == pytest.approx(m["recovery_excess"]["focus_on_key:instruction"])
+
+
+def test_no_method_is_reliable_while_an_attack_beats_its_gold_control_by_the_threshold(study):
+    _, metrics = study
+    limit = metrics["thresholds"]["recovery"]
+    for name, m in metrics["methods"].items():
+        over = [a for a, c in m["calibrated"].items() if (c["calibrated"] or 0) >= limit]
+        assert ("insufficient" in m["quadrant"]) == bool(over), (name, over)
+
+
+def test_the_study_and_the_audit_give_the_same_verdict_for_the_same_models(study, tmp_path):
+    run, metrics = study
+    name = "TaskVector"
+    v = run_audit(StudyConfig(), tmp_path / "audit", run / "model", run / "methods" / name / "model",
+                  run / "data" / "forget.jsonl", run / "data" / "retain.jsonl", run / "data" / "utility.jsonl",
+                  gold=run / "gold")
+    in_study = metrics["methods"][name]
+    assert v["quadrant"] == in_study["quadrant"]
+    assert v["strongest_attack"] == in_study["strongest_attack"]["attack"]
+    assert v["strongest_attack_evidence"] == pytest.approx(in_study["strongest_attack"]["calibrated"])
+    assert in_study["strongest_attack"]["note"] in v["verdict"]
+
+
+class _Echo:
+    """A scorer stand-in answering each prompt with its last line."""
+
+    def generate(self, prompts):
+        return [p.split("\n")[-1] for p in prompts]
+
+
+def test_without_a_gold_model_the_control_is_the_never_known_retain_items(benchmark, tmp_path):
+    from unpact.config import RecoveryConfig
+    from unpact.evaluation.calibration import NEVER_KNOWN
+    from unpact.study import Study
+
+    retain = benchmark["retain"][::4][:6]  # six entities, so demonstrations exclude only the item's own
+    cfg = StudyConfig(recovery=RecoveryConfig(attacks=["few_shot"], styles=[], few_shot_k=2))
+    study = Study(cfg, tmp_path)
+    study.splits = {"forget": benchmark["forget"][:2], "retain": retain, "utility": []}
+    known = [True, False, True, True, False, True]  # the original model never answered retain items 1 and 4
+    base = {"answers": {"retain": {"correct": known}},
+            "attributions": {"retain": [{"keywords": []}] * 6, "utility": []}}
+    answers = {"retain": {"answers": ["x"] * 6}}
+    out = study.attack_never_known(_Echo(), base, answers)
+    prompts = out["few_shot"]["prompts"]
+    assert [p.split("\n")[-1] for p in prompts] == [retain[1].question.strip(), retain[4].question.strip()]
+    # the demonstrations come from the known retain items only: no never-known item is handed its answer
+    shown = {line for p in prompts for line in p.split("\n")[:-1]}
+    assert not any(f"Q: {retain[i].question.strip()} A:" in line for i in (1, 4) for line in shown)
+    assert any(f"Q: {retain[i].question.strip()} A:" in line for i in (0, 2, 3, 5) for line in shown)
+    control = study.control(base | {"answers": {"forget": {"correct": [True, True]}, **base["answers"]}},
+                            {"never_known": out})
+    assert control["kind"] == NEVER_KNOWN and control["attacks"] == {"few_shot": out["few_shot"]["correct"]}
