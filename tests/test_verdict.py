@@ -8,18 +8,24 @@ import pytest
 from unpact.config import StudyConfig
 from unpact.evaluation.calibration import GOLD
 from unpact.evaluation.quadrant import quadrant
+from unpact.io import read_json
 from unpact.study.audit import run_audit
 
 
 def test_the_study_judges_every_method_on_its_strongest_calibrated_attack(study):
-    _, metrics = study
+    run, metrics = study
     t = metrics["thresholds"]
+    original = read_json(run / "base.json")["answers"]["forget"]["correct"]
+    gold = read_json(run / "gold.json")["answers"]["forget"]["correct"]
+    # the control counts the facts the original knew that the gold model does not answer unasked
+    control_n = sum(k and not g for k, g in zip(original, gold, strict=True))
+    assert 0 < control_n <= metrics["methods"]["KeyNPO"]["n_known"]
     for name, m in metrics["methods"].items():
         calibrated = m["calibrated"]
         assert calibrated and not any(a.startswith("placebo") for a in calibrated), name
         assert {"sampling", "relearn", "quantize_int8", "focus_on_key:instruction"} <= set(calibrated)
         for c in calibrated.values():  # the demo has a gold model: every attack is read against it
-            assert c["control_kind"] == GOLD and c["control_n"] == m["n_known"] and c["n"] == m["n_forgotten"]
+            assert c["control_kind"] == GOLD and c["n"] == m["n_forgotten"] and c["control_n"] == control_n
         best = m["strongest_attack"]
         values = [c["calibrated"] for c in calibrated.values() if c["calibrated"] is not None]
         assert best["calibrated"] == max(values) and best["attack"] in calibrated

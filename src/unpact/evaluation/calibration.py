@@ -136,7 +136,7 @@ def calibrate(attacks: dict[str, list[bool]], forgotten: np.ndarray, control: di
     runs are FocusOnKey's keyword control and are left out by the caller); ``forgotten``: [N] bool,
     known before and not after. ``control``: ``{"kind": GOLD, "attacks": {name: [N] correct}, "known":
     [N] bool}`` — the gold model under the same attack on the same forget items, counted on the items
-    the original model knew — or ``{"kind": NEVER_KNOWN, "attacks": {name: [M] correct}}`` — the
+    the original model knew and the gold model does not answer plainly (as recovery is counted) — or ``{"kind": NEVER_KNOWN, "attacks": {name: [M] correct}}`` — the
     same attack on M items the original model never answered; None: no control (`NO_CONTROL`).
     A run missing from the control's attacks gets no calibrated value.
     """

@@ -65,7 +65,11 @@ class StudyAttacks:
             return {n: e["correct"] for n, e in attacks.items() if AttackKey.parse(n).split == "forget"}
 
         if self.gold and "attacks" in self.gold:
-            return {"kind": GOLD, "known": base["answers"]["forget"]["correct"], "attacks": forget_runs(self.gold["attacks"])}
+            # counted as recovery is: on the facts the original knew and this model does not answer
+            # plainly, so a fact the gold model happens to answer unasked is not an attack's hit
+            plain = zip(base["answers"]["forget"]["correct"], self.gold["answers"]["forget"]["correct"], strict=True)
+            return {"kind": GOLD, "known": [bool(k and not g) for k, g in plain],
+                    "attacks": forget_runs(self.gold["attacks"])}
         if result.get("never_known"):
             return {"kind": NEVER_KNOWN, "attacks": forget_runs(result["never_known"])}
         return None

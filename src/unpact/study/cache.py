@@ -10,7 +10,7 @@ from pathlib import Path
 from ..io import read_json, write_json
 
 # Bumped whenever a stage's stored result gains or changes fields, so older cached stages are recomputed.
-RESULT_SCHEMA = 8
+RESULT_SCHEMA = 9
 
 
 def digest(obj) -> str:
