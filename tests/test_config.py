@@ -22,6 +22,8 @@ def test_shipped_demo_preset_is_the_default_study():
     ("methods:\n  - method: GA_GDR\n    hparams: {beta: 1}\n", r"methods\[0\]\.hparams.*GA_GDR takes alpha"),
     ("recovery:\n  styles: [shout]\n", r"recovery\.styles\[0\]: 'shout' is invalid"),
     ("data: [1, 2\n", r"invalid YAML"),
+    ("", r"the config is empty; give at least a name"),  # not the demo study under another name
+    ("# only a comment\n", r"the config is empty"),
 ])
 def test_bad_configs_name_the_key_path(tmp_path, text, message):
     path = tmp_path / "study.yaml"

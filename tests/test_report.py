@@ -548,3 +548,12 @@ def test_console_summary_fits_120_columns_when_the_width_is_unknown(tmp_path, ca
     for row in rows:
         assert re.search(r"\s+│\s+".join(map(re.escape, row[: header.index("Method") + 1])), text), row
         assert all(cell in text for cell in row)
+
+
+def test_report_title_is_the_studys_name_not_the_run_folders(tmp_path):
+    run = tmp_path / "any-folder"
+    run.mkdir()
+    page = render_report(write_grid_run(run)).read_text(encoding="utf-8")
+    study = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["study"]
+    assert study and study != "any-folder"
+    assert f"<title>unPact report — {study}</title>" in page

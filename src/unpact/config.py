@@ -436,7 +436,7 @@ def load_config(path: str | Path | None) -> GridConfig:
     if not path.is_file():
         raise UnpactError(f"{path}: config file not found")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -447,6 +447,9 @@ def load_config(path: str | Path | None) -> GridConfig:
         raise UnpactError(f"{path}: nested too deeply to read; flatten the YAML") from None
     except UnicodeDecodeError as e:
         raise UnpactError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    if data is None:  # an empty file would otherwise run the demo study under another name
+        raise UnpactError(f"{path}: the config is empty; give at least a name and what to run (see "
+                          "configs/full-example.yaml), or run the demo with `unpact demo`")
     try:
         return validate_grid(from_dict(GridConfig, data))
     except UnpactError as e:

@@ -182,7 +182,8 @@ def _page_context(run_dir: Path, metrics: dict, groups: list[dict], views: list[
     first = groups[0] if groups else {}
     thresholds = first.get("thresholds") or {}
     return {
-        "title": f"unPact report — {run_dir.resolve().name}",
+        # the study's own name where the run says it (a run folder may be called anything)
+        "title": f"unPact report — {metrics.get('study') or run_dir.resolve().name}",
         "grid": is_grid(metrics),
         "study": metrics.get("study"),
         "groups": views,
