@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data import Item
 from ..errors import UnpactError, did_you_mean
-from ..evaluation.correctness import correctness, is_correct
+from ..evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, correctness, is_correct
 from ..registry import Registry
 from ..scoring import Scorer
 
@@ -227,9 +227,15 @@ def check_settings(recovery: Any, fail: Callable[[str, Any, str], None]) -> None
 def judge(run: AttackRun, golds: Sequence[str], threshold: float) -> np.ndarray:
     """Boolean [N]: did the run recover each gold answer (any of its samples, where it sampled)."""
     if run.samples is not None:
-        return np.array([any(is_correct(s, g, threshold) for s in group)
-                         for group, g in zip(run.samples, golds, strict=True)], dtype=bool)
+        return any_correct(run.samples, golds, threshold)
     return correctness(run.answers, golds, threshold)
+
+
+def any_correct(samples: Sequence[Sequence[str]], golds: Sequence[str],
+                threshold: float = DEFAULT_ROUGE_THRESHOLD) -> np.ndarray:
+    """Boolean array [Q]: is at least one of question q's samples correct (`is_correct`) for ``golds[q]``?"""
+    return np.array([any(is_correct(s, gold, threshold) for s in group)
+                     for group, gold in zip(samples, golds, strict=True)], dtype=bool)
 
 
 def shown_answers(run: AttackRun, golds: Sequence[str], threshold: float) -> list[str]:

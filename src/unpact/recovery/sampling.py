@@ -10,12 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import UnpactError
-from ..evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
 from ..scoring import Scorer, batch_seed
-from .base import Attack, AttackContext, AttackKey, AttackRun, register, setting
+from .base import Attack, AttackContext, AttackKey, AttackRun, any_correct, register, setting
 
 __all__ = ["any_correct", "batch_seed", "sample_answers"]
 
@@ -46,13 +43,6 @@ def sample_answers(scorer: Scorer, questions: Sequence[str], n: int = 8, tempera
         raise UnpactError(f"top_p must be in (0, 1], got {top_p}")
     return scorer.sample_ids([scorer.fmt.encode(q).ids for q in questions], n, temperature, top_p, top_k, seed,
                              max_new_tokens)
-
-
-def any_correct(samples: Sequence[Sequence[str]], golds: Sequence[str],
-                threshold: float = DEFAULT_ROUGE_THRESHOLD) -> np.ndarray:
-    """Boolean array [Q]: is at least one of question q's samples correct (`is_correct`) for ``golds[q]``?"""
-    return np.array([any(is_correct(s, gold, threshold) for s in group)
-                     for group, gold in zip(samples, golds, strict=True)], dtype=bool)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -20,7 +19,6 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from ..recovery import AttackKey
 from .heatmap import colour, shared_scale, split_leading_space, text_colour, validate_heatmap
 
 MISSING = "–"  # shown wherever metrics.json has null (e.g. a rate over zero forgotten items)
@@ -62,11 +60,6 @@ def group_title(group: dict) -> str:
     return f"{group.get('model_name') or MISSING} × {group.get('benchmark') or MISSING}"
 
 
-def best_recovery_attack(method: dict) -> str | None:
-    """The attack that decided the quadrant: the strongest calibrated one (`method_metrics`)."""
-    return (method.get("strongest_attack") or {}).get("attack")
-
-
 def format_signed(value: float | None) -> str:
     """A difference of rates as a signed percentage (``+52.2%``); `MISSING` for null."""
     return MISSING if value is None else f"{100 * value:+.1f}%"
@@ -89,19 +82,6 @@ def keyword_specificity_cell(method: dict) -> str:
 def attack_label(attack: str) -> str:
     """An attack name as shown to people (``focus_on_key:x`` → ``FocusOnKey:x``)."""
     return attack.replace("focus_on_key", "FocusOnKey")
-
-
-def _is_focus(attack: str, sources: tuple[str, ...] | None = None) -> bool:
-    """Whether ``attack`` names a FocusOnKey run (placebos included), from ``sources`` if given."""
-    key = AttackKey.parse(attack)
-    return key.attack == "focus_on_key" and (sources is None or key.keywords in sources)
-
-
-def placebo_of(attack: str) -> str | None:
-    """The placebo control's name for a FocusOnKey run (``focus_on_key:instruction`` →
-    ``placebo:instruction``); None for attacks without one."""
-    key = AttackKey.parse(attack)
-    return replace(key, keywords="placebo").name if key.attack == "focus_on_key" else None
 
 
 # Retain and utility accuracy are in each method's section, `unpact results` and metrics.json; the
