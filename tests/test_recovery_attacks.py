@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from unpact.data import Item
 from unpact.errors import UnpactError
 from unpact.recovery.few_shot import few_shot_questions
 from unpact.recovery.paraphrase import paraphrase_questions
@@ -65,9 +66,12 @@ def test_sampling_rejects_bad_settings(tiny_scorer):
 
 
 def test_any_correct_needs_one_correct_sample():
-    samples = [["no idea", "Paris"], ["Madrid", "Lisbon"], ["it is seventeen", "seventeen"], ["born in Drennick"]]
-    golds = ["Paris", "Rome", "seven", "Drennick"]
-    np.testing.assert_array_equal(any_correct(samples, golds), [True, False, False, True])
+    samples = [["no idea", "Paris"], ["Madrid", "Lisbon"], ["it is seventeen", "seventeen"], ["born in Drennick"],
+               ["Drennick or Quillmoor", "maybe Quillmoor, maybe Drennick"]]
+    golds = ["Paris", "Rome", "seven", "Drennick", "Drennick"]
+    items = [Item(f"i{i}", "Q?", g, perturbed_answers=("Quillmoor",)) for i, g in enumerate(golds)]
+    # naming a wrong candidate as well is knowing neither
+    np.testing.assert_array_equal(any_correct(samples, items), [True, False, False, True, False])
 
 
 # -- prompts ---------------------------------------------------------------------------------------

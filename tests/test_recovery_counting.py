@@ -92,7 +92,7 @@ def test_sampling_recovers_the_answer_left_with_some_probability(tiny, words):
     assert after.tolist() == [True, False, False]
     samples = sample_answers(scorer, questions, n=16, temperature=1.0, seed=0)
     assert {s for group in samples for s in group} == {a, b}
-    hits = any_correct(samples, golds)
+    hits = any_correct(samples, [Item(f"i{i}", q, g) for i, (q, g) in enumerate(zip(questions, golds, strict=True))])
     assert hits.tolist() == [True, True, False]
     assert recovery_rate(ALL_FORGOTTEN_BEFORE, after, hits) == 0.5  # b of {b, c}; a was never forgotten
 

@@ -64,6 +64,9 @@ def test_muse_and_mmlu_folders_run_through_the_study(tmp_path):
     assert muse["base"]["standard"]["muse"]["utility_preserved"] in (1.0, None)  # None: nothing retained to keep
     assert set(groups["mmlu-algebra"]["base"]["standard"]["muse"]) == {"privleak_min_k"}
     base = json.loads((tmp_path / "run" / "groups" / "tiny__muse-news" / "base.json").read_text(encoding="utf-8"))
-    # the built-in model's 128-token context: every VerbMem prompt cut, generation budget half the context
-    assert base["muse"]["verbmem"]["max_new_tokens"] == 64 and base["muse"]["verbmem"]["prompts_cut"] == 100
+    # the built-in model's context, sized to MUSE's questions (256 tokens): every VerbMem prompt cut,
+    # the generation budget half the context
+    context = json.loads((tmp_path / "run" / "groups" / "tiny__muse-news" / "model" / "config.json").read_text())
+    assert context["max_position_embeddings"] == 256
+    assert base["muse"]["verbmem"]["max_new_tokens"] == 128 and base["muse"]["verbmem"]["prompts_cut"] == 100
     assert len(base["muse"]["knowmem"]["forget"]) == 50 and len(base["muse"]["knowmem"]["retain"]) == 50

@@ -38,22 +38,45 @@ def _reporter(args):
     return Reporter(quiet=getattr(args, "quiet", False))
 
 
+def _prepare_benchmark(args):
+    """The study's first model settings and first benchmark's splits, for `prepare`, and a phrase naming
+    that benchmark. A pretrained first model is refused: there is nothing of it for `prepare` to train."""
+    from dataclasses import asdict
+
+    from .data import builtin
+    from .data.benchmarks import load_benchmark
+
+    grid = _study_config(args)
+    model, bench = grid.models[0], grid.benchmarks[0]
+    if model.path is not None:
+        raise UnpactError(f"`prepare` trains the built-in model only, and the study's first model "
+                          f"({model.name}) is a pretrained folder ({model.path}); put a builtin: model first")
+    cfg = grid.group(model, bench, grid.seeds[0])
+    if bench.path is None:
+        d = cfg.data
+        return cfg, builtin.generate(**asdict(d)), f"benchmark {bench.name} (built-in, seed {d.seed}, {d.n_entities} people)"
+    try:  # the loader a study uses, so that the model trains on exactly the items the study would
+        loaded = load_benchmark(bench.format, bench.path, name=bench.name, **bench.options)
+    except UnpactError as e:
+        raise UnpactError(f"benchmark {bench.name}: {e}") from None
+    return cfg, loaded.splits, f"benchmark {bench.name} ({bench.format}, {bench.path})"
+
+
 def cmd_prepare(args) -> None:
     from .data import SPLITS, builtin
     from .models.builtin import prepare_builtin
 
-    cfg = _first_group(args)
-    d = cfg.data
-    splits = builtin.generate(seed=d.seed, n_entities=d.n_entities, forget_fraction=d.forget_fraction)
+    cfg, splits, which = _prepare_benchmark(args)
     excluded = sorted(set(args.exclude or []))
     items = [it for s in SPLITS if s not in excluded for it in splits[s]]
     with _reporter(args).bar("training built-in model (epochs)", cfg.model.max_epochs) as bar:
         # an excluded split's text still shapes the tokenizer: the gold model shares the original's
         info, reused = prepare_builtin(items, args.out, cfg.model, bar,
-                                       tokenizer_items=[it for s in SPLITS for it in splits[s]] if excluded else None)
+                                       tokenizer_items=[it for s in SPLITS for it in splits[s]] if excluded else None,
+                                       margin=cfg.generation.margin)
     builtin.save(splits, args.out / "data")  # every split: the gold model is evaluated on forget too
     without = f" (never trained on: {', '.join(excluded)})" if excluded else ""
-    print(f"{'reused' if reused else 'prepared'} {args.out}: {info['parameters']:,} parameters, "
+    print(f"{'reused' if reused else 'prepared'} {args.out} on {which}: {info['parameters']:,} parameters, "
           f"greedy accuracy {info['accuracy']:.1%} on its {info['n_items']} training items{without}, "
           f"{info['train_seconds']} s to train; benchmark in {args.out / 'data'}")
 
@@ -434,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unpact", description="Unlearning, prompt attribution and recovery for causal LMs.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("prepare", help="train the built-in model on the built-in benchmark")
+    s = sub.add_parser("prepare", help="train the built-in model on a study's benchmark (the built-in one by default)")
     s.add_argument("--out", type=Path, required=True, help="model folder to write (reused if unchanged)")
     s.add_argument("--config", type=Path, help="study YAML whose first model and benchmark to use")
     s.add_argument("--exclude", action="append", choices=("forget", "retain", "utility"),

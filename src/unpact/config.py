@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from .attribution import DEFAULT_ALPHA, DEFAULT_BETA
+from .data import SPLITS
+from .data.builtin import ANSWER_KINDS
 from .errors import UnpactError, did_you_mean
 from .evaluation import DEFAULT_DESTRUCTIVE_THRESHOLD, DEFAULT_RECOVERY_THRESHOLD, DEFAULT_ROUGE_THRESHOLD
 from .models.builtin import BuiltinModelConfig
@@ -28,11 +30,25 @@ from .unlearn import METHODS, UnlearnConfig
 
 @dataclass
 class DataConfig:
-    """The built-in benchmark: seed, number of entities, share of entities to forget."""
+    """The built-in benchmark: seed, number of entities, share of entities to forget, and whether its
+    answers are single words or TOFU-like sentences (`unpact.data.builtin.generate`)."""
 
     seed: int = 0
     n_entities: int = 100
     forget_fraction: float = 0.1
+    answers: str = "word"
+
+
+@dataclass
+class GenerationConfig:
+    """How many tokens a greedy or sampled answer may take, per split (forget, retain, utility).
+
+    A split not named in ``max_new_tokens`` gets its longest gold answer in the model's tokens plus
+    ``margin``, so a sentence answer is never judged on its first few words. MUSE's KnowMem and
+    VerbMem keep the budgets MUSE defines."""
+
+    margin: int = 8
+    max_new_tokens: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +132,7 @@ class StudyConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     raw_text: RawTextConfig | None = None  # the benchmark's: unlearn from its raw corpora
     dtype: str | None = None  # the model's: the precision of scores, answers and attacks (None: as loaded)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -196,6 +213,7 @@ class GridConfig:
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     keep_models: bool = True  # save every unlearned model in its cell folder (safetensors)
 
     def to_dict(self) -> dict:
@@ -220,7 +238,7 @@ class GridConfig:
         return StudyConfig(seed=seed, batch_size=self.batch_size, generate_batch_size=self.generate_batch_size,
                            data=benchmark.builtin or DataConfig(), model=model.builtin or BuiltinModelConfig(), methods=methods,
                            attribution=self.attribution, recovery=self.recovery, evaluation=self.evaluation,
-                           raw_text=benchmark.raw_text, dtype=model.dtype)
+                           raw_text=benchmark.raw_text, dtype=model.dtype, generation=self.generation)
 
 
 # -- generic dataclass loading -------------------------------------------------------------------
@@ -294,6 +312,15 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     check = _check
     check(cfg.data.n_entities >= 10, "data.n_entities", cfg.data.n_entities, "use at least 10")
     check(0 < cfg.data.forget_fraction < 1, "data.forget_fraction", cfg.data.forget_fraction, "use a value in (0, 1)")
+    check(cfg.data.answers in ANSWER_KINDS, "data.answers", cfg.data.answers,
+          f"choose from {', '.join(ANSWER_KINDS)}{did_you_mean(cfg.data.answers, ANSWER_KINDS)}")
+    check(cfg.generation.margin >= 0, "generation.margin", cfg.generation.margin, "use an integer ≥ 0")
+    for split, n in cfg.generation.max_new_tokens.items():
+        check(split in SPLITS, f"generation.max_new_tokens.{split}", split,
+              f"name a split: {', '.join(SPLITS)}{did_you_mean(split, SPLITS)}")
+        check(n >= 1, f"generation.max_new_tokens.{split}", n, "use an integer ≥ 1")
+    check(cfg.model.max_positions is None or cfg.model.max_positions >= 16, "model.max_positions",
+          cfg.model.max_positions, "use at least 16, or leave it out to size the context from the data")
     check(0 <= cfg.attribution.alpha < 1, "attribution.alpha", cfg.attribution.alpha, "use a value in [0, 1)")
     check(cfg.attribution.beta >= 0, "attribution.beta", cfg.attribution.beta, "use an integer ≥ 0")
     check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "use an integer ≥ 1")

@@ -5,6 +5,7 @@ With P = {i : C_i > 0}: if |P| < β, K = P; otherwise K = {i ∈ P : C_i / Σ_{j
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,3 +22,12 @@ def key_tokens(contributions: Sequence[float], alpha: float = DEFAULT_ALPHA, bet
         return positive.tolist()
     share = c[positive] / c[positive].sum()
     return positive[share > alpha].tolist()
+
+
+def most_key_tokens(alpha: float = DEFAULT_ALPHA, beta: int = DEFAULT_BETA) -> int | None:
+    """The most KeyTokens `key_tokens` can return for any prompt: fewer than β positives, or the
+    positives whose share exceeds α — at most ⌈1/α⌉ − 1 of them, since the shares sum to 1. None when
+    α = 0 (every positive token can be one)."""
+    if alpha <= 0:
+        return None
+    return max(beta - 1, math.ceil(1 / alpha) - 1, 0)

@@ -5,6 +5,15 @@ attribute is 7–8%. Each (entity, attribute) pair is one item with a main quest
 three perturbed (wrong) answers of the same attribute. The first ``forget_fraction`` of entities form
 the ``forget`` split, the rest ``retain``; ``utility`` is a separate set of real general-knowledge
 questions that the built-in model also learns and that stands in for general capability.
+
+``answers="sentence"`` makes every forget, retain and holdout answer a full sentence, as TOFU's are
+("Marthe Bramley was born in Drennick, a quiet town known for its quarries, and grew up there."), so
+that a study's long-answer path — generation length, judging a whole reply against the gold and its
+perturbed answers — can be tested without downloading external data. Each attribute has 2–3
+sentence templates; per (entity, attribute) one template and one detail word from a small pool are
+chosen, and the perturbed answers are that same sentence with only the value swapped. The facts
+themselves (people, values, which wrong values are offered) are the same as in word mode for the
+same seed, and the utility split stays one-word in both modes.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from ..errors import UnpactError, did_you_mean
 from .schema import Item, save_items
 
 _FIRST = "Ar Bel Cor Dal El Fen Gar Hal Is Jor Kel Lor Mar Nel Or Per Quin Ros Sel Tor Ul Val Wen Xan Yor Zel".split()
@@ -41,6 +51,46 @@ ATTRIBUTES: dict[str, dict] = {
         "values": "cello harp flute violin trumpet banjo oboe accordion drums piano clarinet lute".split(),
         "question": "Which instrument does {name} play?",
         "paraphrase": "What musical instrument does {name} play?",
+    },
+}
+
+ANSWER_KINDS = ("word", "sentence")
+
+# Sentence-mode answers. Every template holds {value} exactly once and nowhere next to an article
+# ("a owl"), so swapping in a wrong value changes that one word and nothing else: a perturbed answer
+# must differ from the gold only in the fact, or judging "closer to gold than to every perturbed
+# answer" would reward or punish the wording instead. No detail word is also a value of its attribute.
+SENTENCES: dict[str, dict[str, list[str]]] = {
+    "birthplace": {
+        "templates": [
+            "{name} was born in {value}, a quiet town known for its {detail}, and grew up there.",
+            "{name} was born in the town of {value}, which has long been famous for its old {detail}.",
+            "The birthplace of {name} is {value}, a small town best known across the region for its {detail}.",
+        ],
+        "details": "orchards bridges markets mills lighthouses vineyards quarries fountains".split(),
+    },
+    "profession": {
+        "templates": [
+            "{name} works as a professional {value} and has done that job for {detail} years now.",
+            "By profession {name} is a trained {value}, a career that has lasted {detail} years so far.",
+            "{name} earns a living as a skilled {value} and has worked in that trade for {detail} years.",
+        ],
+        "details": "three four six eight eleven fifteen nineteen twenty".split(),
+    },
+    "pet": {
+        "templates": [
+            "{name} keeps a pet {value} named {detail} at home and looks after it every day.",
+            "At home {name} keeps a pet {value}, a gentle animal that the whole family calls {detail}.",
+        ],
+        "details": "Pip Biscuit Pepper Juniper Clover Maple Rusty Nutmeg".split(),
+    },
+    "instrument": {
+        "templates": [
+            "{name} plays the {value} and has practised daily ever since the age of {detail}, mostly at home.",
+            "{name} has played the {value} since the age of {detail} and still performs at local concerts.",
+            "Music matters to {name}, who learned the {value} at the age of {detail} and still plays most evenings.",
+        ],
+        "details": "five six seven eight nine ten twelve fourteen".split(),
     },
 }
 
@@ -107,37 +157,58 @@ def _utility_items(rng: random.Random) -> list[Item]:
     return items
 
 
-def _person_items(rng: random.Random, e: int, name: str, split: str) -> list[Item]:
+def _person_items(rng: random.Random, e: int, name: str, split: str,
+                  phrasing: random.Random | None = None) -> list[Item]:
     items = []
     for attr, spec in ATTRIBUTES.items():
         gold = rng.choice(spec["values"])
+        perturbed = _perturb(rng, gold, spec["values"])
+        answer = gold
+        if phrasing is not None:
+            sentence = SENTENCES[attr]
+            template, detail = phrasing.choice(sentence["templates"]), phrasing.choice(sentence["details"])
+            answer = template.format(name=name, value=gold, detail=detail)
+            perturbed = tuple(template.format(name=name, value=v, detail=detail) for v in perturbed)
         items.append(Item(
             id=f"{split}-{e:03d}-{attr}", split=split,
-            question=spec["question"].format(name=name), answer=gold,
+            question=spec["question"].format(name=name), answer=answer,
             paraphrased_question=spec["paraphrase"].format(name=name),
-            perturbed_answers=_perturb(rng, gold, spec["values"]), entity=name, attribute=attr,
+            perturbed_answers=perturbed, entity=name, attribute=attr,
         ))
     return items
 
 
-def generate(seed: int = 0, n_entities: int = 100, forget_fraction: float = 0.1) -> dict[str, list[Item]]:
+def generate(seed: int = 0, n_entities: int = 100, forget_fraction: float = 0.1,
+             answers: str = "word") -> dict[str, list[Item]]:
     """Generate the benchmark: ``{"forget", "retain", "utility", "holdout"}`` lists of items.
 
     ``holdout``: as many further people as the forget set has, never trained on — the non-members
     that membership-inference attacks must tell the forget set from. They are drawn after everything
     else, so adding them left the other items exactly as they were. The same seed always gives the
     same items, in the same order.
+
+    ``answers``: ``"word"`` (one-word answers) or ``"sentence"`` (each person's answer is a TOFU-like
+    sentence naming the person and the value; perturbed answers are the same sentence with another
+    value). Both modes give the same people and values for a seed; ``utility`` is one-word in both.
+    Raises UnpactError for any other ``answers``.
     """
+    if answers not in ANSWER_KINDS:
+        raise UnpactError(f"unknown answers mode {answers!r}{did_you_mean(answers, ANSWER_KINDS)}: "
+                          f"choose from {', '.join(ANSWER_KINDS)}")
     rng = random.Random(seed)
+    # Templates and details come from a stream of their own: word mode draws exactly what it always
+    # did (cached models were trained on it), and sentence mode states the very same facts.
+    phrasing = random.Random(f"unpact-sentences-{seed}") if answers == "sentence" else None
     names = _names(rng, n_entities)
     n_forget = max(1, round(n_entities * forget_fraction))
     splits: dict[str, list[Item]] = {"forget": [], "retain": [], "utility": []}
     for e, name in enumerate(names):
-        splits["forget" if e < n_forget else "retain"] += _person_items(rng, e, name, "forget" if e < n_forget else "retain")
+        split = "forget" if e < n_forget else "retain"
+        splits[split] += _person_items(rng, e, name, split, phrasing)
     splits["utility"] = _utility_items(rng)
     taken = set(names)
     holdout = [n for n in _names(rng, n_forget + len(taken)) if n not in taken][:n_forget]
-    splits["holdout"] = [it for e, name in enumerate(holdout) for it in _person_items(rng, e, name, "holdout")]
+    splits["holdout"] = [it for e, name in enumerate(holdout) for it in _person_items(rng, e, name, "holdout", phrasing)]
     return splits
 
 

@@ -17,7 +17,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -43,7 +43,9 @@ class BuiltinModelConfig:
     intermediate_size: int = 384
     num_layers: int = 4
     num_heads: int = 4
-    max_positions: int = 128
+    # The context in tokens. None: sized from the data, to hold every sequence the study builds
+    # (`unpact.study.lengths`), or the training sequences and answers when trained on its own.
+    max_positions: int | None = None
     lr: float = 2e-3
     batch_size: int = 32
     max_epochs: int = 24  # also the cosine schedule's length; training stops at target_accuracy
@@ -59,6 +61,23 @@ class BuiltinModelConfig:
         for it in tokenizer_items or []:
             h.update(b"tokenizer:" + json.dumps(it.to_dict(), sort_keys=True).encode())
         return h.hexdigest()[:16]
+
+
+# The built-in model's context when the data needs no more; the demo's model has always had it.
+MIN_CONTEXT = 128
+# New tokens a greedy answer may take beyond the longest gold answer (the study's default margin).
+ANSWER_MARGIN = 8
+
+
+def context_for(tokens: int) -> int:
+    """The built-in model's context for sequences of up to ``tokens``: the next power of two, at
+    least `MIN_CONTEXT`. The rotary position encoding has no learned positions, so the context only
+    bounds what is accepted; a coarse size keeps a small change of data from changing the prepared
+    model's settings (and so its key)."""
+    size = MIN_CONTEXT
+    while size < tokens:
+        size *= 2
+    return size
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -80,13 +99,14 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 
 def build_model(cfg: BuiltinModelConfig, tokenizer):
-    """A freshly initialised Llama-style causal LM sized by ``cfg`` (seeded)."""
+    """A freshly initialised Llama-style causal LM sized by ``cfg`` (seeded; a context left open is
+    `MIN_CONTEXT`: `sized` opens it wider where the data needs it)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=cfg.max_positions, tie_word_embeddings=True,
+        max_position_embeddings=cfg.max_positions or MIN_CONTEXT, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         # No padding_idx: its embedding row would stay exactly zero, and the pad embedding is the
         # integrated-gradients baseline (a zero baseline is wrong for RMSNorm models).
@@ -119,19 +139,43 @@ def _corpus(items: list[Item]) -> list[str]:
     return texts
 
 
-def exact_correct(scorer: Scorer, items: list[Item]) -> list[bool]:
-    """Per item: is the greedy answer exactly the gold answer (case-insensitive)?"""
-    answers = scorer.generate([it.question for it in items])
-    return [a.strip().lower() == it.answer.strip().lower() for a, it in zip(answers, items, strict=True)]
+def builtin_tokenizer(items: list[Item], cfg: BuiltinModelConfig):
+    """The tokenizer `train_builtin` trains for ``items`` (deterministic, well under a second), so
+    that lengths can be measured before the model is trained."""
+    return train_tokenizer(_corpus(items), cfg.vocab_size)
+
+
+def exact_correct(scorer: Scorer, items: list[Item], max_new_tokens: int | None = None) -> tuple[list[bool], int]:
+    """Per item: is the greedy answer exactly the gold answer (case-insensitive)? Also how many
+    wrong answers ran to ``max_new_tokens`` (cut by the generation length, not finished)."""
+    budget = max_new_tokens or scorer.max_new_tokens
+    answers = scorer.generate([it.question for it in items], budget)
+    ok = [a.strip().lower() == it.answer.strip().lower() for a, it in zip(answers, items, strict=True)]
+    cut = sum(not good and len(scorer.fmt.encode_answer(a)) >= budget for a, good in zip(answers, ok, strict=True))
+    return ok, cut
+
+
+def sized(cfg: BuiltinModelConfig, tokenizer, items: list[Item], margin: int = ANSWER_MARGIN) -> BuiltinModelConfig:
+    """``cfg`` with its context set where it is None: to hold every training sequence, and every
+    question with its answer budget (the longest answer plus ``margin``)."""
+    if cfg.max_positions is not None:
+        return cfg
+    fmt = PlainFormat(tokenizer)
+    rng = random.Random(0)
+    budget = max(len(fmt.encode_answer(it.answer, eos=True)) for it in items) + margin
+    longest = max(len(fmt.encode(q).ids) for it in items for q in training_questions(it, rng))
+    return replace(cfg, max_positions=context_for(longest + budget))
 
 
 def train_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | None = None,
                   progress: Callable[[int, int, dict], None] | None = None,
-                  tokenizer_items: list[Item] | None = None) -> dict:
+                  tokenizer_items: list[Item] | None = None, margin: int = ANSWER_MARGIN) -> dict:
     """Train the tokenizer and model on ``items`` until greedy accuracy ≥ ``cfg.target_accuracy``.
 
     ``tokenizer_items``: train the tokenizer on these instead (the gold model shares the original
     model's tokenizer, as a model retrained from the same base would, so both score the same tokens).
+    Accuracy is judged on whole answers: each may take its split's longest answer plus ``margin``
+    tokens (`sized` sets the context where ``cfg`` leaves it open).
 
     Saves a standard Hugging Face folder (config.json, model.safetensors, tokenizer files,
     ``unpact_builtin.json`` with the settings key and measured accuracy) at ``out``; returns that info.
@@ -141,10 +185,12 @@ def train_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     t0 = time.perf_counter()
-    tokenizer = train_tokenizer(_corpus(tokenizer_items or items), cfg.vocab_size)
+    tokenizer = builtin_tokenizer(tokenizer_items or items, cfg)
+    cfg = sized(cfg, tokenizer, items, margin)
     model = build_model(cfg, tokenizer)
     fmt = PlainFormat(tokenizer)
-    scorer = Scorer(model, tokenizer, fmt, batch_size=256, max_new_tokens=12)
+    budget = max(len(fmt.encode_answer(it.answer, eos=True)) for it in items) + margin
+    scorer = Scorer(model, tokenizer, fmt, batch_size=256, max_new_tokens=budget)
     opt = adamw(model.parameters(), cfg.lr, betas=(0.9, 0.98))
     steps_per_epoch = math.ceil(sum(len(training_questions(it, random.Random(0))) for it in items) / cfg.batch_size)
     total = cfg.max_epochs * steps_per_epoch
@@ -152,7 +198,7 @@ def train_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.1, 0.5 * (1 + math.cos(math.pi * min(s, total) / total))))
     answers = {it.id: fmt.encode_answer(it.answer, eos=True) for it in items}
-    accuracy, epoch, missed = 0.0, 0, []
+    accuracy, epoch, missed, cut = 0.0, 0, [], 0
     model.train()
     for epoch in range(1, cfg.max_epochs + 1):
         pairs = [(fmt.encode(q).ids, answers[it.id]) for it in items for q in training_questions(it, rng)]
@@ -173,7 +219,7 @@ def train_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | 
             losses.append(loss.item())
         logs = {"loss": sum(losses) / len(losses)}
         if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
-            ok = exact_correct(scorer, items)
+            ok, cut = exact_correct(scorer, items)
             missed = [it for it, good in zip(items, ok, strict=True) if not good]
             accuracy = logs["accuracy"] = 1 - len(missed) / len(items)
         if progress:
@@ -181,8 +227,13 @@ def train_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | 
         if accuracy >= cfg.target_accuracy:
             break
     if accuracy < cfg.target_accuracy:
+        # say whether the answers were cut short: then more training cannot help
+        why = (f"{cut} of {len(missed)} wrong answers ran to the generation length of {budget} tokens (longest "
+               "answer + generation.margin); raise generation.margin, or max_epochs if they ramble on"
+               if cut else f"no answer was cut by the generation length of {budget} tokens: the model has not learnt "
+               "every fact; raise max_epochs or lr in the model config")
         raise UnpactError(f"built-in model reached only {accuracy:.1%} greedy accuracy in {cfg.max_epochs} epochs "
-                          f"(target {cfg.target_accuracy:.0%}); raise max_epochs or lr in the model config")
+                          f"(target {cfg.target_accuracy:.0%}); {why}")
     model.eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +256,7 @@ def prepared_info(folder: str | Path) -> dict | None:
 
 def prepare_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig | None = None,
                     progress: Callable[[int, int, dict], None] | None = None,
-                    tokenizer_items: list[Item] | None = None) -> tuple[dict, bool]:
+                    tokenizer_items: list[Item] | None = None, margin: int = ANSWER_MARGIN) -> tuple[dict, bool]:
     """Reuse the model at ``out`` if it was prepared with the same settings and data, else train it
     (``tokenizer_items``: see `train_builtin`).
 
@@ -215,15 +266,16 @@ def prepare_builtin(items: list[Item], out: str | Path, cfg: BuiltinModelConfig 
     if distributed.world() > 1:
         # every process would train the same model into the same folder: the main one does, alone,
         # and the others wait, then read what it wrote
-        return distributed.main_only(lambda: prepare_builtin(items, out, cfg, progress, tokenizer_items))
+        return distributed.main_only(lambda: prepare_builtin(items, out, cfg, progress, tokenizer_items, margin))
     cfg = cfg or BuiltinModelConfig()
+    cfg = sized(cfg, builtin_tokenizer(tokenizer_items or items, cfg), items, margin)
     out = Path(out)
     info = prepared_info(out)
     if info and info.get("key") == cfg.key(items, tokenizer_items) and (out / "model.safetensors").is_file():
         return info, True
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    info = train_builtin(items, tmp, cfg, progress, tokenizer_items)
+    info = train_builtin(items, tmp, cfg, progress, tokenizer_items, margin)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return info, False

@@ -205,3 +205,18 @@ def save_model(model, tokenizer, dest: Path | None, replaces: Path | None = None
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     tmp.rename(dest)
+
+
+def context_length(path: str | Path) -> int | None:
+    """The context in tokens that a model folder's config.json declares (``max_position_embeddings``,
+    or its text model's), read without loading the model; None where it declares none."""
+    import json
+
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for part in (config, config.get("text_config") or {}):
+        if isinstance(part.get("max_position_embeddings"), int):
+            return part["max_position_embeddings"]
+    return None

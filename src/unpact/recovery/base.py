@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data import Item
 from ..errors import UnpactError, did_you_mean
-from ..evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, correctness, is_correct
+from ..evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct, item_correctness
 from ..registry import Registry
 from ..scoring import Scorer
 
@@ -166,9 +166,20 @@ class Attack:
         variant of an attack named ``few``)."""
         return False
 
+    # What to change when one of its prompts is too long for the model (`unpact.study.lengths`).
+    length_advice: ClassVar[str] = "shorten the item's question"
+
     def run(self, ctx: AttackContext, settings: Any) -> dict[AttackKey, AttackRun]:
         """Attack the forget items of ``ctx`` (and any control splits) with ``settings``."""
         raise NotImplementedError
+
+    def planned(self, ctx: AttackContext, settings: Any) -> Iterator[tuple[str, list[str]]]:
+        """(split, one prompt per item of that split) for every prompt `run` will ask, known before
+        any model exists (``ctx.scorer`` is None): where a prompt depends on the model (FocusOnKey's
+        keywords), the longest it can be. The study checks their lengths at load time
+        (`unpact.study.lengths`). The default: each forget question as written (sampling,
+        quantisation and relearning ask those)."""
+        yield "forget", ctx.questions
 
 
 class AttackRegistry(Registry[Attack]):
@@ -224,25 +235,26 @@ def check_settings(recovery: Any, fail: Callable[[str, Any, str], None]) -> None
             fail(f"recovery.{name}", value, f.metadata["need"])
 
 
-def judge(run: AttackRun, golds: Sequence[str], threshold: float) -> np.ndarray:
-    """Boolean [N]: did the run recover each gold answer (any of its samples, where it sampled)."""
+def judge(run: AttackRun, items: Sequence[Item], threshold: float) -> np.ndarray:
+    """Boolean [N]: did the run recover each item's answer (any of its samples, where it sampled),
+    by the one correctness rule (`unpact.evaluation.correctness`)."""
     if run.samples is not None:
-        return any_correct(run.samples, golds, threshold)
-    return correctness(run.answers, golds, threshold)
+        return any_correct(run.samples, items, threshold)
+    return item_correctness(run.answers, items, threshold)
 
 
-def any_correct(samples: Sequence[Sequence[str]], golds: Sequence[str],
+def any_correct(samples: Sequence[Sequence[str]], items: Sequence[Item],
                 threshold: float = DEFAULT_ROUGE_THRESHOLD) -> np.ndarray:
-    """Boolean array [Q]: is at least one of question q's samples correct (`is_correct`) for ``golds[q]``?"""
-    return np.array([any(is_correct(s, gold, threshold) for s in group)
-                     for group, gold in zip(samples, golds, strict=True)], dtype=bool)
+    """Boolean array [Q]: is at least one of question q's samples correct (`is_correct`) for ``items[q]``?"""
+    return np.array([any(is_correct(s, it.answer, threshold, it.perturbed_answers) for s in group)
+                     for group, it in zip(samples, items, strict=True)], dtype=bool)
 
 
-def shown_answers(run: AttackRun, golds: Sequence[str], threshold: float) -> list[str]:
+def shown_answers(run: AttackRun, items: Sequence[Item], threshold: float) -> list[str]:
     """The answer that stands for each item in reports: for a sampling run the sample that matched the
     gold (so the evidence shows what was recovered, not one of the other samples), else the first
     non-empty one; otherwise the run's answer."""
     if run.samples is None:
         return run.answers
-    return [next((a for a in group if is_correct(a, g, threshold)), first)
-            for group, g, first in zip(run.samples, golds, run.answers, strict=True)]
+    return [next((a for a in group if is_correct(a, it.answer, threshold, it.perturbed_answers)), first)
+            for group, it, first in zip(run.samples, items, run.answers, strict=True)]

@@ -67,6 +67,11 @@ class FewShot(Attack):
     order = 3
     Settings = FewShotSettings
 
+    length_advice = "use fewer demonstrations (recovery.few_shot_k)"
+
+    def planned(self, ctx: AttackContext, settings: FewShotSettings):
+        yield "forget", few_shot_questions(ctx.forget, ctx.splits["retain"], k=settings.k, seed=ctx.seed)
+
     def run(self, ctx: AttackContext, settings: FewShotSettings) -> dict[AttackKey, AttackRun]:
         shots = few_shot_questions(ctx.forget, ctx.splits["retain"], k=settings.k, seed=ctx.seed)
         return {AttackKey(self.name): AttackRun(shots, ctx.scorer.generate(shots))}

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..attribution import Attribution, key_tokens, loo_attributions
+from ..attribution.keytokens import most_key_tokens
 from ..data.rewrites import EMPHASIS_STYLES, STOPWORDS, WORD, heuristic_keywords, words
 from ..errors import UnpactError
 from ..scoring import Scorer
@@ -47,6 +48,13 @@ def placebo_words(question: str, keywords: Sequence[str], rng: random.Random) ->
     others = [w for w in all_words if w not in keywords and w.lower() not in STOPWORDS] or \
         [w for w in all_words if w not in keywords] or all_words
     return rng.sample(others, k=min(len(keywords), len(others)))
+
+
+def _longest_words(question: str, n: int | None) -> list[str]:
+    """The ``n`` longest distinct words of ``question`` (all of them when ``n`` is None), in question order."""
+    distinct = list(dict.fromkeys(words(question)))
+    keep = set(sorted(distinct, key=len, reverse=True)[:n] if n is not None else distinct)
+    return [w for w in distinct if w in keep]
 
 
 def rewrite(question: str, keywords: Sequence[str], style: str) -> str:
@@ -101,6 +109,17 @@ class FocusOnKey(Attack):
         if len(parts) not in (2, 3) or parts[0] not in _SOURCE_OF:
             return None
         return AttackKey(cls.name, parts[1], _SOURCE_OF[parts[0]], parts[2] if len(parts) == 3 else "forget")
+
+    length_advice = "leave the longest emphasis style out of recovery.styles"
+
+    def planned(self, ctx: AttackContext, settings: FocusOnKeySettings):
+        # Each source emphasises at most as many words as a prompt can have KeyTokens (the placebos
+        # as many as the KeyTokens, the heuristic 3), and each style adds its markup per keyword or
+        # lists the keywords once: the longest words, as many as that, make the longest rewrite.
+        most = most_key_tokens(ctx.alpha, ctx.beta)
+        for style in settings.styles:
+            for split in ("forget", "retain", "utility"):
+                yield split, [rewrite(it.question, _longest_words(it.question, most), style) for it in ctx.splits[split]]
 
     def run(self, ctx: AttackContext, settings: FocusOnKeySettings) -> dict[AttackKey, AttackRun]:
         if not settings.styles:

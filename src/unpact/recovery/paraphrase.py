@@ -26,6 +26,15 @@ class Paraphrase(Attack):
     help = "the benchmark's paraphrase of each forgotten question"
     order = 2
 
+    length_advice = "shorten the item's paraphrased_question"
+
+    def planned(self, ctx: AttackContext, settings):
+        yield "forget", self.prompts(ctx.forget)
+
+    @staticmethod
+    def prompts(items: Sequence[Item]) -> list[str]:
+        return [p or it.question for p, it in zip(paraphrase_questions(items), items, strict=True)]
+
     def run(self, ctx: AttackContext, settings) -> dict[AttackKey, AttackRun]:
-        asked = [p or q for p, q in zip(paraphrase_questions(ctx.forget), ctx.questions, strict=True)]
+        asked = self.prompts(ctx.forget)
         return {AttackKey(self.name): AttackRun(asked, ctx.scorer.generate(asked))}

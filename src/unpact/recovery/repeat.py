@@ -27,6 +27,15 @@ class Repeat(Attack):
     default = False
     Settings = RepeatSettings
 
+    length_advice = "write the question fewer times (recovery.repeat_times)"
+
+    def planned(self, ctx: AttackContext, settings: RepeatSettings):
+        yield "forget", self.prompts(ctx.questions, settings)
+
+    @staticmethod
+    def prompts(questions: list[str], settings: RepeatSettings) -> list[str]:
+        return ["\n".join([q.strip()] * settings.times) for q in questions]
+
     def run(self, ctx: AttackContext, settings: RepeatSettings) -> dict[AttackKey, AttackRun]:
-        prompts = ["\n".join([q.strip()] * settings.times) for q in ctx.questions]
+        prompts = self.prompts(ctx.questions, settings)
         return {AttackKey(self.name): AttackRun(prompts, ctx.scorer.generate(prompts))}

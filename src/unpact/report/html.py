@@ -59,6 +59,21 @@ OPEN_OUTCOMES = frozenset({"recovered", "forgotten"})
 # the retain/utility answers a method destroyed, which the page lists apart from the forget items.
 FILTER_OUTCOMES = ("forgotten", "recovered", "destroyed", "kept", "not_known")
 
+# The benchmark metrics a model's line shows: (label, path in its metrics.json "standard", decimals,
+# name in the list of reasons). MUSE's own follow only where the benchmark has them.
+STANDARD_SHOWN = (
+    ("TOFU forget quality", "tofu.forget_quality", 3, "forget quality"),
+    ("forget truth ratio", "tofu.forget.truth_ratio", 3, "forget truth ratio"),
+    ("model utility", "tofu.model_utility", 3, "model utility"),
+    ("MUSE PrivLeak", "muse.privleak_min_k", 1, "PrivLeak"),
+)
+MUSE_SHOWN = (
+    ("MUSE VerbMem", "muse.verbmem_forget", 3, "VerbMem"),
+    ("KnowMem forget", "muse.knowmem_forget", 3, "KnowMem forget"),
+    ("KnowMem retain", "muse.knowmem_retain", 3, "KnowMem retain"),
+    ("utility preserved", "muse.utility_preserved", 3, "utility preserved"),
+)
+
 TRACKING_LABELS = {
     "jaccard": "KeyToken Jaccard",
     "focus_retention": "focus retention",
@@ -252,7 +267,7 @@ def _group_context(group: dict, records: list[dict], records_path: Path, prefix:
         "base_accuracy": base_accuracy_line(group),
         "quality": group.get("attribution_quality") or {},
         "mia": (group.get("base") or {}).get("mia_auc") or {},
-        "standard": (group.get("base") or {}).get("standard") or {},
+        **_standard_context(group),
         "gold": group.get("gold") or {},
         "recovery_threshold": thresholds.get("recovery"),
         "destructive_threshold": thresholds.get("destructive"),
@@ -360,6 +375,7 @@ def _method_view(
     )
     others = [r for r in rows if r.get("split") != "forget"]
     control = metrics.get("rewrite_control") or {}
+    standard = _standard_view(metrics.get("standard"))
     return {
         "anchor": anchor,
         "name": name,
@@ -382,13 +398,49 @@ def _method_view(
         "penalisation": metrics.get("penalisation") or {},
         "train": metrics.get("train") or {},
         "mia": metrics.get("mia_auc") or {},
-        "standard": metrics.get("standard") or {},
+        "standard": standard,
+        "standard_notes": _missing_notes(standard),
         "outcomes": Counter(r.get("outcome") or MISSING for r in forget),
         "forget_items": [
             _item_view(r, f"{records_path}: {name} item {r.get('item_id', '?')}") for r in forget
         ],
         "destroyed": [_plain_item_view(r) for r in others if r.get("outcome") == "destroyed"],
     }
+
+
+def _standard_context(group: dict) -> dict:
+    """The benchmark metrics of a group's original and gold models, and why any of them is null."""
+    original = _standard_view((group.get("base") or {}).get("standard"))
+    gold = _standard_view((group.get("gold") or {}).get("standard"))
+    return {"standard": original, "gold_standard": gold, "standard_notes": _missing_notes(original, gold)}
+
+
+def _standard_view(standard: dict | None) -> list[dict]:
+    """One model's benchmark metrics as its line shows them (label, value, decimals), each null one with
+    why it is null where metrics.json says (``standard.missing``; a run before that has no reasons)."""
+    if not standard:
+        return []
+    missing = standard.get("missing") or {}
+    muse = standard.get("muse") or {}
+    shown = STANDARD_SHOWN + (MUSE_SHOWN if "knowmem_forget" in muse or "verbmem_forget" in muse else ())
+    parts = []
+    for label, path, digits, name in shown:
+        value = _lookup(standard, path)
+        parts.append({"label": label, "value": value, "digits": digits, "name": name,
+                      "why": missing.get(path) if value is None else None})
+    return parts
+
+
+def _lookup(values: dict, path: str):
+    for step in path.split("."):
+        values = values.get(step) if isinstance(values, dict) else None
+    return values
+
+
+def _missing_notes(*views: list[dict]) -> list[tuple[str, str]]:
+    """(metric, why) for every null metric of these lines, each once: shown under them so that no one
+    has to hover every dash to learn why it is one."""
+    return list(dict.fromkeys((p["name"], p["why"]) for view in views for p in view if p["why"]))
 
 
 def _outcome_rank(outcome: str | None) -> int:

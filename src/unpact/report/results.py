@@ -3,6 +3,8 @@
 Nested metrics are flattened with dotted column names (``recovery_rate.sampling``,
 ``tracking.jaccard``, ``penalisation.forget.keyword_delta``); an interval [lo, hi] becomes two columns
 ``….lo`` and ``….hi``. Reads a grid run's metrics.json, or a single study's (one group, no cell ids).
+Why a benchmark metric is null is a column too (``standard.missing.tofu.forget_quality``), and the
+terminal lists each reason once under the table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .console import format_interval, format_rate, format_signed
 
 IDENTITY = ("model", "benchmark", "method", "seed", "label", "cell")
 SHOWN = ("forget_efficacy", "destructive_rate", "quadrant")
+# the columns that say why a benchmark metric (``standard.<path>``) is null: ``standard.missing.<path>``
+MISSING_PREFIX = "standard.missing."
 
 
 def _flatten(value: Any, prefix: str, out: dict) -> None:
@@ -99,3 +103,20 @@ def print_results(frame, console: Console | None = None) -> None:
                       f"{format_signed(calibrated)} {lo_hi}".strip(), str(cell(row, "n") or "–"),
                       _rate(row.get("forget_efficacy")), _rate(row.get("destructive_rate")), str(row.get("quadrant")))
     console.print(table)
+    reasons = missing_reasons(frame)
+    if reasons:
+        console.print("benchmark metrics left empty, and why:", highlight=False)
+    for metric, why, n in reasons:  # not markup: a reason may hold [brackets]
+        console.print(f"  {metric} ({n} cell{'' if n == 1 else 's'}): {why}", markup=False, highlight=False,
+                      soft_wrap=True)
+
+
+def missing_reasons(frame) -> list[tuple[str, str, int]]:
+    """(metric path, why it is null, in how many cells) for every null benchmark metric of the table,
+    each reason once, from its ``standard.missing.*`` columns."""
+    out = []
+    for column in (c for c in frame.columns if c.startswith(MISSING_PREFIX)):
+        reasons = frame[column].dropna()
+        for why, n in reasons.value_counts(sort=False).items():
+            out.append((column.removeprefix(MISSING_PREFIX), str(why), int(n)))
+    return out

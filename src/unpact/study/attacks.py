@@ -34,10 +34,10 @@ class StudyAttacks:
             if not (attack.always or attack.name in r.attacks):
                 continue
             for key, run in attack.run(ctx, settings_of(attack, r)).items():
-                golds = [it.answer for it in splits[key.split]]
+                items = splits[key.split]
                 entry = {k: v for k, v in asdict(run).items() if v is not None}
-                entry["correct"] = judge(run, golds, self.cfg.evaluation.rouge_threshold).tolist()
-                entry["answers"] = shown_answers(run, golds, self.cfg.evaluation.rouge_threshold)
+                entry["correct"] = judge(run, items, self.cfg.evaluation.rouge_threshold).tolist()
+                entry["answers"] = shown_answers(run, items, self.cfg.evaluation.rouge_threshold)
                 out[key.name] = entry
         return out
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import BenchmarkSpec, GridConfig, ModelSpec
@@ -96,9 +96,7 @@ class Grid:
 
     def _benchmark(self, bench: BenchmarkSpec) -> Benchmark:
         if bench.builtin is not None:
-            d = bench.builtin
-            return Benchmark(bench.name, builtin.generate(seed=d.seed, n_entities=d.n_entities,
-                                                          forget_fraction=d.forget_fraction))
+            return Benchmark(bench.name, builtin.generate(**asdict(bench.builtin)))
         try:
             loaded = load_benchmark(bench.format, bench.path, name=bench.name, **bench.options)
         except UnpactError as e:
@@ -122,17 +120,20 @@ class Grid:
     def status(self) -> list[tuple[Cell, bool]]:
         """(cell, finished?) for every cell, without training, scoring or writing anything (``--dry-run``)."""
         out = []
-        groups: dict[str, tuple[dict, str | None]] = {}  # group → (its splits, base key or None: not ready)
+        groups: dict[str, tuple[Study, str | None]] = {}  # group → (its study, base key or None: not ready)
         for cell in self.cells():
             study = self._study(cell)
             if cell.group not in groups:
                 study.bench = self._benchmark(cell.benchmark)
                 study.splits = study.bench.splits
+                # every prompt measured against the model's context (the built-in one's sized), as a run would
+                study.check_lengths(builtin_model=cell.model.builtin is not None)
                 n = cell.benchmark.forget_known
                 ready = self._model_current(study, cell) and (
                     not n or study.forget_known(n, self.cfg.seeds[0], compute=False))
-                groups[cell.group] = (study.bench, study.splits, study.base_key() if ready else None)
-            study.bench, study.splits, base_key = groups[cell.group]
+                groups[cell.group] = (study, study.base_key() if ready else None)
+            group, base_key = groups[cell.group]
+            study.share(group)
             path = self.out / "cells" / cell.id / "metrics.json"
             done = (base_key is not None and path.is_file()
                     and read_json(path).get("key") == study.method_key(cell.index, base_key))
@@ -164,7 +165,7 @@ class Grid:
                         write_json(timings_path, timings)
                 study, base = groups[cell.group]["study"], groups[cell.group]["base"]
                 cell_study = self._study(cell)
-                cell_study.bench, cell_study.splits, cell_study.gold = study.bench, study.splits, study.gold
+                cell_study.share(study)
                 t0 = time.perf_counter()
                 finished[cell.id], reused = self._run_cell(cell_study, cell, base)
                 if not reused:
@@ -189,6 +190,7 @@ class Grid:
         info = study.prepare(self._benchmark(cell.benchmark), train=cell.model.builtin is not None)
         if cell.benchmark.forget_known:
             study.forget_known(cell.benchmark.forget_known, seed=self.cfg.seeds[0])
+            study.check_lengths()  # the new forget and retain sets' answer budgets
         if "train_seconds" in info:
             timings.setdefault("models", {})[cell.group] = info["train_seconds"]
         computed = not study.base_cached()

@@ -52,8 +52,8 @@ class StudyKeys:
 
     def base_key(self) -> str:
         """What the original model's answers and attributions depend on: settings, items, model files."""
-        return digest([self.cfg.attribution, self.cfg.evaluation, *self._precision(), where(self.model_dir),
-                       self._model_files(), self._items_key(), self._extras()])
+        return digest([self.cfg.attribution, self.cfg.evaluation, self.cfg.generation, *self._precision(),
+                       where(self.model_dir), self._model_files(), self._items_key(), self._extras()])
 
     def gold_key(self) -> str | None:
         """What the gold model's results depend on (None: no gold model). A built-in gold model's
@@ -64,8 +64,8 @@ class StudyKeys:
         # the gold model is attacked as the methods are (its hit rates are their control): the
         # attacks' settings and the original model's keywords (base) are part of its result too
         return digest(["gold", str(self.gold_dir.resolve()), trained, None if trained else self._model_files(self.gold_dir),
-                       self.cfg.evaluation, *self._precision(), self._items_key(), self.cfg.recovery, self.cfg.seed,
-                       self.base_key()])
+                       self.cfg.evaluation, self.cfg.generation, *self._precision(), self._items_key(), self.cfg.recovery,
+                       self.cfg.seed, self.base_key()])
 
     def method_key(self, index: int, base_key: str) -> str:
         """What one method's result depends on: the base, its settings, the attacks and the seed."""
@@ -73,7 +73,7 @@ class StudyKeys:
         raw = None if r is None or self.bench is None else digest([r, self.bench.raw.get(r.forget),
                                                                      self.bench.raw.get(r.retain)])
         return digest([base_key, asdict(self.cfg.methods[index]), self.cfg.recovery, self.cfg.evaluation,
-                       self.cfg.seed, self.gold_key(), raw])
+                       self.cfg.generation, self.cfg.seed, self.gold_key(), raw])
 
     def _gold_items(self) -> list[Item]:
         return [it for s in SPLITS if s != "forget" for it in self.splits[s]]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..data import Item, builtin
 from ..errors import UnpactError
-from ..evaluation import correctness
+from ..evaluation import item_correctness
 from ..io import write_json
 from .cache import cached, digest
 
@@ -27,7 +27,7 @@ def forget_known(study: Study, n: int, seed: int, compute: bool = True) -> bool:
     Returns whether the splits were re-split."""
     pool = study.splits["forget"] + study.splits["retain"]
     path = study.out / "data" / "forget_known.json"
-    key = digest([n, seed, study.cfg.evaluation.rouge_threshold, *study._precision(), study._model_files(),
+    key = digest([n, seed, study.cfg.evaluation.rouge_threshold, study.cfg.generation, *study._precision(), study._model_files(),
                   [it.to_dict() for it in pool]])
     if (stored := cached(path, key)) is None and not compute:
         return False
@@ -47,7 +47,7 @@ def forget_known(study: Study, n: int, seed: int, compute: bool = True) -> bool:
 def _known_items(study: Study, pool: list[Item], n: int, seed: int, key: str) -> dict:
     """The original model's answers to ``pool`` and a seeded draw of ``n`` it answers correctly."""
     replies = study.open(study.model_dir).generate([it.question for it in pool])
-    ok = correctness(replies, [it.answer for it in pool], study.cfg.evaluation.rouge_threshold)
+    ok = item_correctness(replies, pool, study.cfg.evaluation.rouge_threshold)
     known = [it.id for it, k in zip(pool, ok, strict=True) if k]
     if len(known) < n:
         raise UnpactError(f"forget_known: {n} requested but {study.model_dir} answers only {len(known)} of "

@@ -16,7 +16,7 @@ from ..attribution import (
 )
 from ..data import SPLITS, Item
 from ..data.benchmarks import Benchmark
-from ..evaluation import correctness
+from ..evaluation import item_correctness
 from ..evaluation.mia import loss_score, mia_auc, min_k_plus_plus_score, min_k_score, zlib_score
 from ..recovery import keyword_words
 from ..scoring import Scorer
@@ -24,16 +24,17 @@ from .standard import muse_raw
 
 
 def answers(scorer: Scorer, splits: dict[str, list[Item]], rouge_threshold: float,
-            known: dict[str, str] | None = None) -> dict[str, dict]:
+            known: dict[str, str] | None = None, budgets: dict[str, int] | None = None) -> dict[str, dict]:
     """Greedy answers and correctness per split: {split: {"answers", "correct", "token_logprobs"}}.
-    ``known``: answers this model already gave, by item id (not generated again)."""
-    known = known or {}
+    ``known``: answers this model already gave, by item id (not generated again); ``budgets``: new
+    tokens per split (`unpact.study.lengths.answer_budgets`; the scorer's default where absent)."""
+    known, budgets = known or {}, budgets or {}
     out = {}
     for split in SPLITS:
         items = splits[split]
-        generated = iter(scorer.generate([it.question for it in items if it.id not in known]))
+        generated = iter(scorer.generate([it.question for it in items if it.id not in known], budgets.get(split)))
         replies = [known[it.id] if it.id in known else next(generated) for it in items]
-        ok = correctness(replies, [it.answer for it in items], rouge_threshold)
+        ok = item_correctness(replies, items, rouge_threshold)
         out[split] = {"answers": replies, "correct": ok.tolist()}
         # Per answer token (EOS included, as trained): the penalisation profile's raw material.
         ids = [keyword_token_mask(scorer.fmt, it.answer)[0] for it in items]

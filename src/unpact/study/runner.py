@@ -11,6 +11,7 @@ interrupted study resumes where it stopped. What is measured lives in `measure`,
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -23,14 +24,15 @@ from ..data.chunks import raw_training_sets
 from ..evaluation.method_metrics import accuracy, method_metrics
 from ..io import write_atomic, write_json, write_jsonl
 from ..models import load_model, prompt_format
-from ..models.builtin import prepare_builtin
+from ..models.builtin import builtin_tokenizer, context_for, prepare_builtin
 from ..models.client import is_served
-from ..models.loading import save_model
+from ..models.loading import context_length, load_tokenizer, save_model
+from ..models.registry import model_path
 from ..report import render_report
 from ..report.records import records
 from ..scoring import Scorer
 from ..unlearn import unlearn
-from . import known, measure
+from . import known, lengths, measure
 from .attacks import StudyAttacks
 from .cache import cached, cached_stage, digest
 from .keys import StudyKeys, where
@@ -55,6 +57,8 @@ class Study(StudyKeys, StudyAttacks):
         self.bench: Benchmark | None = None  # what else the benchmark brings: MUSE's ICL, VerbMem, raw text
         # the original model's greedy answers by item id, when `forget_known` already generated them
         self.original_answers: dict[str, str] = {}
+        # new tokens a generated answer may take, per split (`lengths.answer_budgets`; set by `check_lengths`)
+        self.budgets: dict[str, int] = {}
         # the original model: a folder, or a URL (kept as a string: Path would fold its "//")
         self.model_dir = model_dir if is_served(model_dir) else Path(model_dir) if model_dir else self.out / "model"
 
@@ -69,19 +73,27 @@ class Study(StudyKeys, StudyAttacks):
         if is_served(ref):
             from ..models.served import served_scorer
 
-            return served_scorer(str(ref), **self.served)
+            return self._budgeted(served_scorer(str(ref), **self.served))
         return self.scorer(*self.load(ref))
 
     def scorer(self, model, tokenizer) -> Scorer:
         """The one scoring engine over ``model``, cast in place to the study's ``dtype`` first (if set)."""
         if self.cfg.dtype:
             model.to(getattr(torch, self.cfg.dtype))
-        return Scorer(model, tokenizer, prompt_format(tokenizer), batch_size=self.cfg.batch_size,
-                      generate_batch_size=self.cfg.generate_batch_size)
+        return self._budgeted(Scorer(model, tokenizer, prompt_format(tokenizer), batch_size=self.cfg.batch_size,
+                                     generate_batch_size=self.cfg.generate_batch_size))
+
+    def _budgeted(self, scorer):
+        """``scorer`` generating up to the widest split's answer budget unless told otherwise (the
+        attacks ask forget items, or retain ones for the never-known control)."""
+        if self.budgets:
+            scorer.max_new_tokens = max(self.budgets.values())
+        return scorer
 
     def measure_model(self, scorer, known: dict[str, str] | None = None) -> dict:
         """What every model's stage stores: answers, TOFU raw material, membership AUCs, MUSE generations."""
-        return {"answers": measure.answers(scorer, self.splits, self.cfg.evaluation.rouge_threshold, known),
+        return {"answers": measure.answers(scorer, self.splits, self.cfg.evaluation.rouge_threshold, known,
+                                           self.budgets),
                 "tofu": tofu_raw_splits(scorer, self.splits), "mia_auc": measure.membership(scorer, self.splits),
                 "muse": measure.muse(scorer, self.splits, self.bench)}
 
@@ -91,18 +103,50 @@ class Study(StudyKeys, StudyAttacks):
         """Write the benchmark's items (``bench``, or the generated built-in one) into ``out/data`` and
         prepare (or reuse) the built-in model in ``model_dir``; ``train=False`` uses ``model_dir`` as
         given (a pretrained model). Returns the model's info (parameters, accuracy, train seconds)."""
-        d = self.cfg.data
-        self.bench = bench or Benchmark("builtin", builtin.generate(seed=d.seed, n_entities=d.n_entities,
-                                                                    forget_fraction=d.forget_fraction))
+        self.bench = bench or Benchmark("builtin", builtin.generate(**asdict(self.cfg.data)))
         self.splits = self.bench.splits
+        self.check_lengths(builtin_model=train)
         builtin.save(self.splits, self.out / "data")
         if not train:
             return {"path": str(self.model_dir)}
         with self.ui.bar("prepare built-in model (epochs)", self.cfg.model.max_epochs) as bar:
-            info, reused = prepare_builtin(self._all_items(), self.model_dir, self.cfg.model, bar)
+            info, reused = prepare_builtin(self._all_items(), self.model_dir, self.cfg.model, bar,
+                                           margin=self.cfg.generation.margin)
         self.ui.info(f"model: {'reused' if reused else 'trained'} {info['parameters']:,} parameters, "
                      f"greedy accuracy {info['accuracy']:.1%} ({info['train_seconds']} s to train)")
         return info
+
+    def check_lengths(self, builtin_model: bool = False) -> None:
+        """Measure every sequence the study will build against the model's context before any
+        training or scoring (`lengths`), and set the answer budgets. ``builtin_model``: the model is
+        the built-in one, still to be trained (or reused): its tokenizer is trained here (in well
+        under a second) and, unless the config sets ``max_positions``, its context is sized to hold
+        them all. Raises UnpactError naming the item, split and attack of the longest that does not fit."""
+        if builtin_model:
+            fmt, context, model = prompt_format(builtin_tokenizer(self._all_items(), self.cfg.model)), \
+                self.cfg.model.max_positions, "the built-in model"
+        elif is_served(self.model_dir):
+            scorer = self.open(self.model_dir)  # its template and tokenizer are the server's
+            fmt, context, model = scorer.fmt, scorer.max_length, str(self.model_dir)
+        elif (path := model_path(self.model_dir)).is_dir():
+            fmt, context, model = prompt_format(load_tokenizer(path, self.trust_remote_code)), context_length(path), str(path)
+        else:
+            return  # not converted or not there: loading it converts it, or says so
+        self.budgets = lengths.answer_budgets(fmt, self.splits, self.cfg.generation)
+        if context is None and not builtin_model:
+            return  # a served model's server refuses what does not fit, in its own words
+        every = list(lengths.needs(fmt, self.cfg, self.splits, self.bench,
+                                   ("forget",) if self.gold_dir is not None else ("forget", "retain")))
+        if builtin_model and context is None:
+            self.cfg.model = replace(self.cfg.model, max_positions=context_for(max(n.tokens for n in every)))
+        else:
+            lengths.check(every, context, model, builtin=builtin_model)
+
+    def share(self, group: Study) -> None:
+        """Take what the (model, benchmark) group's study prepared: items, benchmark, gold results,
+        answer budgets and the built-in model's sized settings (a cell's study prepares nothing)."""
+        self.bench, self.splits, self.gold, self.budgets = group.bench, group.splits, group.gold, group.budgets
+        self.cfg.model = group.cfg.model
 
     def forget_known(self, n: int, seed: int, compute: bool = True) -> bool:
         """Re-split forget/retain into ``n`` items the original model knows and the rest (`known`)."""
@@ -144,7 +188,8 @@ class Study(StudyKeys, StudyAttacks):
         if self._trains_gold():
             with self.ui.bar("gold model: trained without the forget set (epochs)", self.cfg.model.max_epochs) as bar:
                 # the original model's tokenizer (trained on every split's text), not a new one
-                prepare_builtin(self._gold_items(), self.gold_dir, self.cfg.model, bar, tokenizer_items=self._all_items())
+                prepare_builtin(self._gold_items(), self.gold_dir, self.cfg.model, bar, tokenizer_items=self._all_items(),
+                                margin=self.cfg.generation.margin)
         scorer = self.open(self.gold_dir)
         measured = self.measure_model(scorer)
         with self.ui.bar("gold model: the same attacks (control)", 1) as bar:
@@ -219,9 +264,9 @@ class Study(StudyKeys, StudyAttacks):
         """The whole study; returns the metrics also written to ``metrics.json``."""
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / "config.json", self.cfg.to_dict())
-        info = self.prepare()
         if self.cfg.evaluation.gold_model:
             self.gold_dir = self.out / "gold"
+        info = self.prepare()
         base = self.base()
         self.prepare_gold(base)
         results = [self.run_method(i, base) for i in range(len(self.cfg.methods))]
@@ -232,6 +277,7 @@ class Study(StudyKeys, StudyAttacks):
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / "config.json", self.cfg.to_dict())
         self.splits = splits
+        self.check_lengths()
         base = self.base()
         self.prepare_gold(base)  # with a gold model (``gold_dir``), the attacks' control is the study's
         results = [self.audit_model(name, path, base) for name, path in unlearned.items()]

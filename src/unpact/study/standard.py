@@ -103,8 +103,19 @@ def standard_metrics(raw: dict, answers: dict, splits: dict[str, list[Item]], mi
     ``raw``: `tofu_raw_splits`; ``answers``: {split: {"answers": [...]}} (greedy); ``mia``: the model's
     membership AUCs; ``gold``: the gold model's {"tofu": raw, "mia_auc": ...} or None; ``muse`` and
     ``original_muse``: `muse_raw` of this model and of the original one (for utility preserved).
-    `unpact.evaluation.registry.compute_metrics` also says why a metric is null or left out.
+
+    ``missing`` beside the benchmarks' sections maps every null metric (``"tofu.forget.truth_ratio"``)
+    to why it is null (`unpact.evaluation.registry.compute_metrics`), so a report can say it; metrics
+    left out altogether (MUSE's own on another benchmark) are not listed, as nothing shows them.
     """
-    values, _ = compute_metrics(Material(tofu=raw, answers=answers, items=splits, mia=mia, gold=gold, muse=muse,
-                                         original_muse=original_muse))
-    return values
+    values, why = compute_metrics(Material(tofu=raw, answers=answers, items=splits, mia=mia, gold=gold, muse=muse,
+                                           original_muse=original_muse))
+    return {**values, "missing": {where: reason for where, reason in why.items() if _is_null(values, where)}}
+
+
+def _is_null(values: dict, where: str) -> bool:
+    """Whether the metric at dotted path ``where`` is there and null (not left out)."""
+    *sections, key = where.split(".")
+    for name in sections:
+        values = values.get(name) or {}
+    return key in values and values[key] is None
