@@ -223,10 +223,11 @@ def cmd_unlearn(args) -> None:
     from .models import load_model, prompt_format
     from .models.loading import require_weights
     from .unlearn import UnlearnConfig, get_method, unlearn
+    from .unlearn.methods.base import check_hparams
 
     require_weights(args.model)
-    hparams = _hparams(args.set or [])
-    get_method(args.method, **hparams)  # fail on an unknown name or hyper-parameter before loading anything
+    # fail on an unknown name or a bad hyper-parameter before loading anything
+    hparams = check_hparams(type(get_method(args.method)), _hparams(args.set or []), "--set ")
     _check_training_flags(args)
     _out_dir("--out", args.out)
     splits = _load_splits(args.model, args.data)
@@ -384,10 +385,15 @@ def cmd_models(args) -> None:
 
 def cmd_methods(args) -> None:
     from .unlearn import METHODS
+    from .unlearn.methods.base import hparam_fields
 
     for name, cls in METHODS.items():
         defaults = ", ".join(f"{k}={v:g}" for k, v in cls.defaults.items()) or "no hyper-parameters"
-        print(f"{name:11s} {cls.description}  [{defaults}]  ({cls.reference})")
+        print(f"{name:11s} {cls.description}  [{defaults}]")
+        print(f"{'':11s} {cls.reference}")
+        for f, tp in hparam_fields(cls.Hparams):
+            print(f"{'':12s}{f.name + ' = ' + format(f.default, 'g'):18s} {tp.__name__:5s} in {str(f.metadata['range']):10s} "
+                  f"{f.metadata['help']}")
 
 
 def cmd_attacks(args) -> None:

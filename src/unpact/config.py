@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from .models.builtin import BuiltinModelConfig
 from .recovery import ATTACKS
 from .recovery.base import check_settings, settings_fields
 from .unlearn import METHODS, UnlearnConfig
+from .unlearn.methods.base import EXPONENT_FLOAT, check_hparams
 
 
 @dataclass
@@ -254,8 +254,6 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-# PyYAML follows YAML 1.1, where `5e-4` is a string and only `5.0e-4` a float; people write the former.
-_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _convert(value: Any, tp: Any, path: str) -> Any:
@@ -275,7 +273,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _convert(value, args[0], path)
-    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+    if tp is float and isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
         value = float(value)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
@@ -352,9 +350,8 @@ def _validate_methods(methods: list[UnlearnConfig], where: str = "methods") -> N
         check(m.batch_size >= 1 and m.retain_batch_size >= 1, f"{where}[{i}].batch_size", m.batch_size, "use ≥ 1")
         check(m.lora_rank >= 0, f"{where}[{i}].lora_rank", m.lora_rank, "use 0 (no LoRA) or a positive rank")
         check(m.checkpoint_every >= 0, f"{where}[{i}].checkpoint_every", m.checkpoint_every, "use ≥ 0")
-        unknown = set(m.hparams) - set(METHODS[m.method].defaults)
-        check(not unknown, f"{where}[{i}].hparams", sorted(unknown),
-              f"{m.method} takes {', '.join(METHODS[m.method].defaults)}")
+        # typed and range-checked by the method's own declaration (the one check, also `get_method`'s)
+        m.hparams = check_hparams(METHODS[m.method], m.hparams, f"config {where}[{i}].hparams.")
 
 
 def _folder_name(name: str) -> bool:
