@@ -13,7 +13,9 @@ entropy; it is invariant to shifting the logits, so log-softmax stands in for th
 
 The bound: open-unlearning leaves ``retain_loss_eps`` to the user (no default). unpact states it
 relative to the original model, ε_R = NLL_ref(R) + ``eps`` (the original model's mean retain NLL per
-answer token, measured once before training, plus a slack in nats), so one default serves every model.
+answer token, measured once before training, plus a slack in nats), as its README advises choosing it
+("look at the value of the retain loss of the pretrained model and choose an appropriately larger
+value"), so one default serves every model.
 The reference takes the margin at the answer tokens' own positions; unpact at the positions that
 predict them, as every other loss here.
 """
@@ -36,9 +38,9 @@ def logit_margin_sq(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PDUHparams:
-    alpha: float = hparam(1.0, "initial dual variable λ, the retain term's weight", "[0, inf)")
+    alpha: float = hparam(100.0, "initial dual variable λ, the retain term's weight", "[0, inf)")
     eps: float = hparam(0.1, "slack of the retain constraint in nats: NLL(R) ≤ the original model's + eps", "[0, inf)")
-    dual_lr: float = hparam(1.0, "dual step size η (0: λ stays α)", "[0, inf)")
+    dual_lr: float = hparam(5.0, "dual step size η (0: λ stays α)", "[0, inf)")
     warmup_epochs: int = hparam(5, "epochs before the dual variable starts to move", "[0, inf)")
 
 
@@ -47,7 +49,9 @@ class PDU(Method):
     description = "flatten forget-answer logits subject to a retain-NLL bound, by primal-dual steps"
     reference = ("Entesari et al. 2025, Constrained Entropic Unlearning: A Primal-Dual Framework for LLMs "
                  "(arXiv 2506.05314)")
-    Hparams = PDUHparams  # open-unlearning's configs/trainer/PDU.yaml, but for eps (see the module's doc)
+    # the authors' TOFU settings (open-unlearning's community/methods/PDU/run.sh: λ₀ = 100, η = 5, 5 warm-up
+    # epochs; their README: the squared logit margin is large, so λ₀ must be), but for eps (module doc)
+    Hparams = PDUHparams
     retain = "gdr"
     forget_reduction = "answer_tokens"  # `logit_margin_sq`: a mean over the answer tokens
 
