@@ -271,6 +271,20 @@ def cmd_run(args) -> None:
           f"table: unpact results {out}")
 
 
+def cmd_tune(args) -> None:
+    cfg = _study_config(args)
+    from .study.tune import tune
+
+    out = _out_dir("--out", args.out or Path("runs") / f"{cfg.name}-tune")
+    summary = tune(cfg, out, _reporter(args))
+    print(summary["protocol"])
+    for name, m in summary["methods"].items():
+        run = m["runs"][m["chosen"]]
+        print(f"{name:11s} lr {m['lr']:.3g}  {m['hparams']}  forget efficacy {run['forget_efficacy']}  "
+              f"destructive {run['destructive_rate']}  ({m['seconds']} s for {len(m['runs'])} runs)")
+    print(f"tuned study: unpact run {out / 'tuned.yaml'}   details: {out / 'tune.json'}")
+
+
 def cmd_results(args) -> None:
     from .io import read_json
     from .report.results import print_results, results_frame, write_results
@@ -531,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", type=Path, help="study YAML (see configs/demo.yaml, configs/full-example.yaml)")
     s.add_argument("--out", type=Path, help="run directory (default: runs/NAME); rerun to resume")
     _run_options(s)
+
+    s = sub.add_parser("tune", help="tune every method by one protocol on validation forget items (no attacks), "
+                                    "then write tuned.yaml for `unpact run`")
+    s.add_argument("config", type=Path, help="study YAML; its tune: block sets the protocol (see docs/design.md)")
+    s.add_argument("--out", type=Path, help="run directory (default: runs/NAME-tune)")
+    _quiet(s)
+    s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("results", help="one row per cell with every metric: print, and write CSV and Parquet")
     s.add_argument("run", type=Path, help="run directory")

@@ -118,6 +118,21 @@ def _default_methods() -> list[UnlearnConfig]:
 
 
 @dataclass
+class TuneConfig:
+    """`unpact tune`'s protocol (`unpact.study.tune`): the factors applied to every method's configured
+    learning rate and main trade-off hyper-parameter (the same budget for all), the share of forget
+    entities held out for validation, the destructive-rate bound of the selection criterion, and
+    ``holdout``: the validation items, written by `unpact tune` into tuned.yaml and left out of the
+    forget set when the study runs (the methods are judged on the test items only)."""
+
+    lr_factors: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    tradeoff_factors: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    validation_share: float = 0.5
+    max_destructive: float = 0.10
+    holdout: list[str] = field(default_factory=list)
+
+
+@dataclass
 class StudyConfig:
     """One (model, benchmark, seed) group of a study: what `Study` runs. Built by `GridConfig.group`."""
 
@@ -133,6 +148,7 @@ class StudyConfig:
     raw_text: RawTextConfig | None = None  # the benchmark's: unlearn from its raw corpora
     dtype: str | None = None  # the model's: the precision of scores, answers and attacks (None: as loaded)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    holdout: list[str] = field(default_factory=list)  # forget items kept for tuning's validation: not unlearned
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -215,6 +231,7 @@ class GridConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     keep_models: bool = True  # save every unlearned model in its cell folder (safetensors)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -238,7 +255,8 @@ class GridConfig:
         return StudyConfig(seed=seed, batch_size=self.batch_size, generate_batch_size=self.generate_batch_size,
                            data=benchmark.builtin or DataConfig(), model=model.builtin or BuiltinModelConfig(), methods=methods,
                            attribution=self.attribution, recovery=self.recovery, evaluation=self.evaluation,
-                           raw_text=benchmark.raw_text, dtype=model.dtype, generation=self.generation)
+                           raw_text=benchmark.raw_text, dtype=model.dtype, generation=self.generation,
+                           holdout=list(self.tune.holdout))
 
 
 # -- generic dataclass loading -------------------------------------------------------------------
@@ -404,6 +422,14 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
             _check(b.builtin is None, f"benchmarks[{i}].raw_text", b.name,
                    "the built-in benchmark has no raw corpora; use raw_text with a MUSE or WMDP folder")
     _check(bool(cfg.seeds) and len(set(cfg.seeds)) == len(cfg.seeds), "seeds", cfg.seeds, "list distinct seeds")
+    t = cfg.tune
+    for name in ("lr_factors", "tradeoff_factors"):
+        factors = getattr(t, name)
+        _check(bool(factors), f"tune.{name}", factors, "list at least one factor")
+        for i, f in enumerate(factors):
+            _check(f > 0, f"tune.{name}[{i}]", f, "use a positive factor")
+    _check(0 < t.validation_share < 1, "tune.validation_share", t.validation_share, "use a value in (0, 1)")
+    _check(0 <= t.max_destructive <= 1, "tune.max_destructive", t.max_destructive, "use a value in [0, 1]")
     _validate_methods(cfg.methods)
     names = {"model": {m.name for m in cfg.models}, "benchmark": {b.name for b in cfg.benchmarks},
              "method": {m.method for m in cfg.methods}, "seed": set(cfg.seeds)}

@@ -209,10 +209,15 @@ class Method:
     needs_blank_questions: ClassVar[bool] = False  # forget prompts with the question deleted (KeyNPO)
     needs_alternates: ClassVar[bool] = False  # wrong but plausible answers to every forget question (AltPO)
     forget_reduction: ClassVar[Reduction]
+    # The hyper-parameter that trades forgetting against keeping, which `unpact tune` sweeps beside the
+    # step size: the retain weight α unless a class names another; None: the step size alone.
+    tradeoff: ClassVar[str | None]
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.defaults = {f.name: f.default for f, _ in hparam_fields(cls.Hparams)}
+        if "tradeoff" not in cls.__dict__:
+            cls.tradeoff = "alpha" if "alpha" in cls.defaults else None
 
     def __init__(self, **hparams: float | int):
         if getattr(self, "forget_reduction", None) not in REDUCTIONS:

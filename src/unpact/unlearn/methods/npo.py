@@ -43,6 +43,7 @@ class NPO(Method):
     description = "negative preference optimisation on forget answers"
     reference = "Zhang et al. 2024, Negative Preference Optimization (arXiv 2404.05868)"
     Hparams = NPOHparams
+    tradeoff = "beta"  # no retain term: β sets how soon the forget term saturates
     forget_reduction = "items"  # `npo_term`: a mean over items of sequence log-ratios
 
     def prepare(self, model, data):

@@ -53,6 +53,7 @@ class PDU(Method):
     # epochs; their README: the squared logit margin is large, so λ₀ must be), but for eps (module doc)
     Hparams = PDUHparams
     retain = "gdr"
+    tradeoff = "eps"  # the constraint's bound; α is only λ's starting point
     forget_reduction = "answer_tokens"  # `logit_margin_sq`: a mean over the answer tokens
 
     def prepare(self, model, data):

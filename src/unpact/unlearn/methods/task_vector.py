@@ -23,6 +23,7 @@ class TaskVector(Method):
     description = "fine-tune on forget answers, then subtract the scaled weight difference"
     reference = "Ilharco et al. 2023, Editing Models with Task Arithmetic (arXiv 2212.04089)"
     Hparams = TaskVectorHparams
+    tradeoff = "scale"
     forget_reduction = "answer_tokens"  # `nll`: a mean over the batch's answer tokens
 
     def prepare(self, model, data):

@@ -36,6 +36,7 @@ class UNDIAL(Method):
                  "(arXiv 2402.10052; dong-river/LLM_unlearning)")
     Hparams = UNDIALHparams  # open-unlearning's configs/trainer/UNDIAL.yaml
     retain = "gdr"
+    tradeoff = "beta"  # α is 0 by default: how far the teacher lowers the forget token is the trade-off
     forget_reduction = "answer_tokens"  # a mean of cross-entropies over the answer tokens
 
     def prepare(self, model, data):
