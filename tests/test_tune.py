@@ -93,7 +93,7 @@ def test_tune_on_the_built_in_benchmark_never_runs_an_attack(tmp_path, monkeypat
         chosen = summary["methods"][m.method]
         assert (m.lr, m.hparams) == (chosen["lr"], chosen["hparams"])
     group = tuned.group(tuned.models[0], tuned.benchmarks[0], tuned.seeds[0])
-    assert set(group.holdout) == val
+    assert set(group.holdout) == val and group.tuning_protocol == summary["protocol"]  # for the report
     assert yaml.safe_load((tmp_path / "tuned.yaml").read_text())["tune"]["holdout"] == sorted(val, key=summary["validation_items"].index)
     assert dataclasses.asdict(tuned.tune)["lr_factors"] == [0.5, 2.0]
     # the tuned study reuses the tuned model and unlearns and judges the test items only

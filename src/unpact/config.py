@@ -130,6 +130,7 @@ class TuneConfig:
     validation_share: float = 0.5
     max_destructive: float = 0.10
     holdout: list[str] = field(default_factory=list)
+    protocol: str = ""  # the protocol in words, written by `unpact tune` for the report
 
 
 @dataclass
@@ -149,6 +150,7 @@ class StudyConfig:
     dtype: str | None = None  # the model's: the precision of scores, answers and attacks (None: as loaded)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     holdout: list[str] = field(default_factory=list)  # forget items kept for tuning's validation: not unlearned
+    tuning_protocol: str = ""  # how the methods' settings were chosen (`unpact tune`), for the report
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -256,7 +258,7 @@ class GridConfig:
                            data=benchmark.builtin or DataConfig(), model=model.builtin or BuiltinModelConfig(), methods=methods,
                            attribution=self.attribution, recovery=self.recovery, evaluation=self.evaluation,
                            raw_text=benchmark.raw_text, dtype=model.dtype, generation=self.generation,
-                           holdout=list(self.tune.holdout))
+                           holdout=list(self.tune.holdout), tuning_protocol=self.tune.protocol)
 
 
 # -- generic dataclass loading -------------------------------------------------------------------

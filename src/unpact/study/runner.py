@@ -322,6 +322,9 @@ class Study(StudyKeys, StudyAttacks):
                            "rouge": ev.rouge_threshold},
             "keytokens": {"alpha": self.cfg.attribution.alpha, "beta": self.cfg.attribution.beta},
             "attribution_quality": base["attribution_quality"],
+            **({"tuning": {"protocol": self.cfg.tuning_protocol, "held_out": len(self.cfg.holdout),
+                           "settings": {m.method: {"lr": m.lr, "epochs": m.epochs, "hparams": m.hparams}
+                                        for m in self.cfg.methods}}} if self.cfg.holdout else {}),
         }
 
     def _finish(self, model: dict, base: dict, results: list[dict]) -> dict:

@@ -148,7 +148,8 @@ def tune(grid: GridConfig, out: Path, reporter=None) -> dict:
     tuned = dataclasses.replace(grid, methods=[dataclasses.replace(m, lr=results[m.method]["lr"],
                                                                    hparams=results[m.method]["hparams"])
                                                for m in grid.methods],
-                                tune=dataclasses.replace(t, holdout=[it.id for it in validation]))
+                                tune=dataclasses.replace(t, holdout=[it.id for it in validation],
+                                                         protocol=summary["protocol"]))
     (out / "tuned.yaml").write_text("# written by `unpact tune`: each method at its selected settings; "
                                     "tune.holdout (the validation items) is left out of the forget set\n"
                                     + yaml.safe_dump(tuned.to_dict(), allow_unicode=True, sort_keys=False),
