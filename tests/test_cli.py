@@ -64,10 +64,16 @@ def test_data_file_with_missing_field_or_empty_answer(capsys, tmp_path):
     assert_one_line_error(code, err, f"{data / 'retain.jsonl'}:1", "missing field 'question'")
 
 
-def test_methods_lists_every_method_with_defaults(capsys):
+def test_methods_lists_every_method_with_defaults_ranges_and_citations(capsys):
+    from unpact.unlearn import METHODS
+
     code, out, _ = run_cli(capsys, "methods")
     assert code == 0
+    assert len(METHODS) >= 17 and all(f"\n{name} " in "\n" + out for name in METHODS)
     assert "GA_GDR" in out and "NPO_GDR" in out and "beta=0.1" in out
+    assert "layer = -1" in out and "int   in [-1, inf)" in out  # RMU's layer: an integer, with its range
+    assert out.count("arXiv") >= len(METHODS) - 1  # every method but unpact's own KeyNPO cites its paper
+    assert "delta = 0" in out and "gamma = 0.125" in out and "weight γ of the forget term" in out  # SimNPO
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -94,12 +94,13 @@ def test_weighted_shares_of_a_step_give_the_whole_steps_forget_loss(name, tiny, 
     misses the whole loss: a method declaring the wrong one fails here. The losses are taken on a
     perturbed copy of the model: at the reference, NPO's loss is (2/β)·log 2 for every item, and any
     weighting would recombine it; and β = 0.1 for every method, as SimNPO's default 4.5 saturates
-    log σ on this model's large NLL (every item's loss ≈ 0)."""
+    log σ on this model's large NLL (every item's loss ≈ 0), and SatImp's β₁ = 0.1, as its p^5 weights
+    vanish on it (p ≈ e^−12)."""
     model, tok, fmt = tiny
     forget, retain = benchmark["forget"][:7], benchmark["retain"][:4]
-    method = get_method(name, **({"beta": 0.1} if "beta" in METHODS[name].defaults else {}))
-    # refusals and blanked questions for every method, so that every reduction can be counted
-    data = _Data(fmt, forget, retain, tok.pad_token_id, torch.device("cpu"), 0, True, True)
+    method = get_method(name, **{k: 0.1 for k in ("beta", "beta1") if k in METHODS[name].defaults})
+    # refusals, blanked questions and alternates for every method, so that every reduction can be counted
+    data = _Data(fmt, forget, retain, tok.pad_token_id, torch.device("cpu"), 0, True, True, alternates=3)
     method.prepare(model, PrepareData(data.batches))
     moved = copy.deepcopy(model)
     g = torch.Generator().manual_seed(0)
@@ -109,7 +110,7 @@ def test_weighted_shares_of_a_step_give_the_whole_steps_forget_loss(name, tiny, 
 
     def loss(idx):
         batch = UnlearnBatch(data.packed("forget", idx), None, torch.tensor(idx), torch.tensor([0]),
-                             data.packed("forget_alt", idx))
+                             data.packed("forget_alt", idx), *data.alternates(idx))
         with torch.no_grad():
             return float(method.forget_loss(moved, batch)[0])
 
@@ -118,8 +119,9 @@ def test_weighted_shares_of_a_step_give_the_whole_steps_forget_loss(name, tiny, 
     losses, target = [loss(s) for s in shares], loss(whole)
 
     def weights(reduction):
-        total = _forget_units(reduction, data, whole)
-        return [_forget_units(reduction, data, s) / total for s in shares]
+        skip = method.skipped_answer_tokens  # CE-U leaves out each answer's first token(s)
+        total = _forget_units(reduction, data, whole, skip)
+        return [_forget_units(reduction, data, s, skip) / total for s in shares]
 
     def recombined(reduction):
         return sum(w * v for w, v in zip(weights(reduction), losses, strict=True))

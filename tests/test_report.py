@@ -557,3 +557,14 @@ def test_report_title_is_the_studys_name_not_the_run_folders(tmp_path):
     study = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["study"]
     assert study and study != "any-folder"
     assert f"<title>unPact report — {study}</title>" in page
+
+
+def test_report_states_the_tuning_protocol_and_each_chosen_setting(run_dir):
+    """A study run from `unpact tune`'s tuned.yaml: its metrics carry the protocol and the settings."""
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics["tuning"] = {"protocol": "every method: 9 runs, selected on validation, no attack run or read",
+                         "held_out": 6, "settings": {"GA_GDR": {"lr": 0.0004, "epochs": 15, "hparams": {"alpha": 6.0}}}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    assert "every method: 9 runs, selected on validation, no attack run or read" in html
+    assert "6\nvalidation items left out" in html and "GA_GDR lr 0.0004, alpha 6" in html

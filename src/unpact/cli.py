@@ -223,10 +223,11 @@ def cmd_unlearn(args) -> None:
     from .models import load_model, prompt_format
     from .models.loading import require_weights
     from .unlearn import UnlearnConfig, get_method, unlearn
+    from .unlearn.methods.base import check_hparams
 
     require_weights(args.model)
-    hparams = _hparams(args.set or [])
-    get_method(args.method, **hparams)  # fail on an unknown name or hyper-parameter before loading anything
+    # fail on an unknown name or a bad hyper-parameter before loading anything
+    hparams = check_hparams(type(get_method(args.method)), _hparams(args.set or []), "--set ")
     _check_training_flags(args)
     _out_dir("--out", args.out)
     splits = _load_splits(args.model, args.data)
@@ -268,6 +269,20 @@ def cmd_run(args) -> None:
     print_summary(metrics)
     print(f"report: {out / 'report.html'}   metrics: {out / 'metrics.json'}   records: {out / 'records.jsonl'}   "
           f"table: unpact results {out}")
+
+
+def cmd_tune(args) -> None:
+    cfg = _study_config(args)
+    from .study.tune import tune
+
+    out = _out_dir("--out", args.out or Path("runs") / f"{cfg.name}-tune")
+    summary = tune(cfg, out, _reporter(args))
+    print(summary["protocol"])
+    for name, m in summary["methods"].items():
+        run = m["runs"][m["chosen"]]
+        print(f"{name:11s} lr {m['lr']:.3g}  {m['hparams']}  forget efficacy {run['forget_efficacy']}  "
+              f"destructive {run['destructive_rate']}  ({m['seconds']} s for {len(m['runs'])} runs)")
+    print(f"tuned study: unpact run {out / 'tuned.yaml'}   details: {out / 'tune.json'}")
 
 
 def cmd_results(args) -> None:
@@ -384,10 +399,15 @@ def cmd_models(args) -> None:
 
 def cmd_methods(args) -> None:
     from .unlearn import METHODS
+    from .unlearn.methods.base import hparam_fields
 
     for name, cls in METHODS.items():
         defaults = ", ".join(f"{k}={v:g}" for k, v in cls.defaults.items()) or "no hyper-parameters"
-        print(f"{name:11s} {cls.description}  [{defaults}]  ({cls.reference})")
+        print(f"{name:11s} {cls.description}  [{defaults}]")
+        print(f"{'':11s} {cls.reference}")
+        for f, tp in hparam_fields(cls.Hparams):
+            print(f"{'':12s}{f.name + ' = ' + format(f.default, 'g'):18s} {tp.__name__:5s} in {str(f.metadata['range']):10s} "
+                  f"{f.metadata['help']}")
 
 
 def cmd_attacks(args) -> None:
@@ -525,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", type=Path, help="study YAML (see configs/demo.yaml, configs/full-example.yaml)")
     s.add_argument("--out", type=Path, help="run directory (default: runs/NAME); rerun to resume")
     _run_options(s)
+
+    s = sub.add_parser("tune", help="tune every method by one protocol on validation forget items (no attacks), "
+                                    "then write tuned.yaml for `unpact run`")
+    s.add_argument("config", type=Path, help="study YAML; its tune: block sets the protocol (see docs/design.md)")
+    s.add_argument("--out", type=Path, help="run directory (default: runs/NAME-tune)")
+    _quiet(s)
+    s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("results", help="one row per cell with every metric: print, and write CSV and Parquet")
     s.add_argument("run", type=Path, help="run directory")

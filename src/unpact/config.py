@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from .models.builtin import BuiltinModelConfig
 from .recovery import ATTACKS
 from .recovery.base import check_settings, settings_fields
 from .unlearn import METHODS, UnlearnConfig
+from .unlearn.methods.base import EXPONENT_FLOAT, check_hparams
 
 
 @dataclass
@@ -118,6 +118,22 @@ def _default_methods() -> list[UnlearnConfig]:
 
 
 @dataclass
+class TuneConfig:
+    """`unpact tune`'s protocol (`unpact.study.tune`): the factors applied to every method's configured
+    learning rate and main trade-off hyper-parameter (the same budget for all), the share of forget
+    entities held out for validation, the destructive-rate bound of the selection criterion, and
+    ``holdout``: the validation items, written by `unpact tune` into tuned.yaml and left out of the
+    forget set when the study runs (the methods are judged on the test items only)."""
+
+    lr_factors: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    tradeoff_factors: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    validation_share: float = 0.5
+    max_destructive: float = 0.10
+    holdout: list[str] = field(default_factory=list)
+    protocol: str = ""  # the protocol in words, written by `unpact tune` for the report
+
+
+@dataclass
 class StudyConfig:
     """One (model, benchmark, seed) group of a study: what `Study` runs. Built by `GridConfig.group`."""
 
@@ -133,6 +149,8 @@ class StudyConfig:
     raw_text: RawTextConfig | None = None  # the benchmark's: unlearn from its raw corpora
     dtype: str | None = None  # the model's: the precision of scores, answers and attacks (None: as loaded)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    holdout: list[str] = field(default_factory=list)  # forget items kept for tuning's validation: not unlearned
+    tuning_protocol: str = ""  # how the methods' settings were chosen (`unpact tune`), for the report
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -215,6 +233,7 @@ class GridConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     keep_models: bool = True  # save every unlearned model in its cell folder (safetensors)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -238,7 +257,8 @@ class GridConfig:
         return StudyConfig(seed=seed, batch_size=self.batch_size, generate_batch_size=self.generate_batch_size,
                            data=benchmark.builtin or DataConfig(), model=model.builtin or BuiltinModelConfig(), methods=methods,
                            attribution=self.attribution, recovery=self.recovery, evaluation=self.evaluation,
-                           raw_text=benchmark.raw_text, dtype=model.dtype, generation=self.generation)
+                           raw_text=benchmark.raw_text, dtype=model.dtype, generation=self.generation,
+                           holdout=list(self.tune.holdout), tuning_protocol=self.tune.protocol)
 
 
 # -- generic dataclass loading -------------------------------------------------------------------
@@ -254,8 +274,6 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-# PyYAML follows YAML 1.1, where `5e-4` is a string and only `5.0e-4` a float; people write the former.
-_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _convert(value: Any, tp: Any, path: str) -> Any:
@@ -275,7 +293,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _convert(value, args[0], path)
-    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+    if tp is float and isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
         value = float(value)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
@@ -352,9 +370,8 @@ def _validate_methods(methods: list[UnlearnConfig], where: str = "methods") -> N
         check(m.batch_size >= 1 and m.retain_batch_size >= 1, f"{where}[{i}].batch_size", m.batch_size, "use ≥ 1")
         check(m.lora_rank >= 0, f"{where}[{i}].lora_rank", m.lora_rank, "use 0 (no LoRA) or a positive rank")
         check(m.checkpoint_every >= 0, f"{where}[{i}].checkpoint_every", m.checkpoint_every, "use ≥ 0")
-        unknown = set(m.hparams) - set(METHODS[m.method].defaults)
-        check(not unknown, f"{where}[{i}].hparams", sorted(unknown),
-              f"{m.method} takes {', '.join(METHODS[m.method].defaults)}")
+        # typed and range-checked by the method's own declaration (the one check, also `get_method`'s)
+        m.hparams = check_hparams(METHODS[m.method], m.hparams, f"config {where}[{i}].hparams.")
 
 
 def _folder_name(name: str) -> bool:
@@ -407,6 +424,14 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
             _check(b.builtin is None, f"benchmarks[{i}].raw_text", b.name,
                    "the built-in benchmark has no raw corpora; use raw_text with a MUSE or WMDP folder")
     _check(bool(cfg.seeds) and len(set(cfg.seeds)) == len(cfg.seeds), "seeds", cfg.seeds, "list distinct seeds")
+    t = cfg.tune
+    for name in ("lr_factors", "tradeoff_factors"):
+        factors = getattr(t, name)
+        _check(bool(factors), f"tune.{name}", factors, "list at least one factor")
+        for i, f in enumerate(factors):
+            _check(f > 0, f"tune.{name}[{i}]", f, "use a positive factor")
+    _check(0 < t.validation_share < 1, "tune.validation_share", t.validation_share, "use a value in (0, 1)")
+    _check(0 <= t.max_destructive <= 1, "tune.max_destructive", t.max_destructive, "use a value in [0, 1]")
     _validate_methods(cfg.methods)
     names = {"model": {m.name for m in cfg.models}, "benchmark": {b.name for b in cfg.benchmarks},
              "method": {m.method for m in cfg.methods}, "seed": set(cfg.seeds)}

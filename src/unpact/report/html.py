@@ -209,6 +209,7 @@ def _page_context(run_dir: Path, metrics: dict, groups: list[dict], views: list[
         "recovery_threshold": thresholds.get("recovery"),
         "destructive_threshold": thresholds.get("destructive"),
         "keytokens": first.get("keytokens") or {},
+        "tuning": first.get("tuning"),
         "heatmap_css": Markup(HEATMAP_CSS),
         "positive_colour": colour(1.0, 1.0),
         "negative_colour": colour(-1.0, 1.0),

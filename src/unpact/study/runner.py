@@ -108,13 +108,22 @@ class Study(StudyKeys, StudyAttacks):
         self.check_lengths(builtin_model=train)
         builtin.save(self.splits, self.out / "data")
         if not train:
+            self._hold_out()
             return {"path": str(self.model_dir)}
         with self.ui.bar("prepare built-in model (epochs)", self.cfg.model.max_epochs) as bar:
             info, reused = prepare_builtin(self._all_items(), self.model_dir, self.cfg.model, bar,
                                            margin=self.cfg.generation.margin)
+        self._hold_out()
         self.ui.info(f"model: {'reused' if reused else 'trained'} {info['parameters']:,} parameters, "
                      f"greedy accuracy {info['accuracy']:.1%} ({info['train_seconds']} s to train)")
         return info
+
+    def _hold_out(self) -> None:
+        """Leave tuning's validation items (``holdout``, written by `unpact tune`) out of the forget set:
+        the model learnt them, but the methods are judged on the test items only."""
+        if self.cfg.holdout:
+            held = set(self.cfg.holdout)
+            self.splits = {**self.splits, "forget": [it for it in self.splits["forget"] if it.id not in held]}
 
     def check_lengths(self, builtin_model: bool = False) -> None:
         """Measure every sequence the study will build against the model's context before any
@@ -313,6 +322,9 @@ class Study(StudyKeys, StudyAttacks):
                            "rouge": ev.rouge_threshold},
             "keytokens": {"alpha": self.cfg.attribution.alpha, "beta": self.cfg.attribution.beta},
             "attribution_quality": base["attribution_quality"],
+            **({"tuning": {"protocol": self.cfg.tuning_protocol, "held_out": len(self.cfg.holdout),
+                           "settings": {m.method: {"lr": m.lr, "epochs": m.epochs, "hparams": m.hparams}
+                                        for m in self.cfg.methods}}} if self.cfg.holdout else {}),
         }
 
     def _finish(self, model: dict, base: dict, results: list[dict]) -> dict:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -49,7 +50,8 @@ class UnlearnConfig:
     """Settings of one unlearning run; ``hparams`` go to the method (e.g. alpha, beta).
 
     ``lora_rank`` > 0 trains LoRA adapters (peft) instead of the weights and merges them at the end.
-    ``checkpoint_every``: steps between checkpoints (0: once per epoch).
+    ``checkpoint_every``: steps between checkpoints (0: once per epoch). ``hparams`` are typed and
+    range-checked against the method's ``Hparams`` (`unpact.unlearn.methods.base.check_hparams`).
     """
 
     method: str = "GA_GDR"
@@ -61,7 +63,7 @@ class UnlearnConfig:
     seed: int = 0
     lora_rank: int = 0
     checkpoint_every: int = 0
-    hparams: dict[str, float] = field(default_factory=dict)
+    hparams: dict[str, Any] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=1)
@@ -110,7 +112,7 @@ class _Data:
     QA items or raw-text windows (`TextChunk`); a window's context plays the question."""
 
     def __init__(self, fmt, forget: list[Example], retain: list[Example], pad_id: int, device, seed: int,
-                 refusal: bool, blank: bool = False):
+                 refusal: bool, blank: bool = False, alternates: int = 0):
         self.pairs = {"forget": [(_prompt(fmt, ex), _target(fmt, ex)) for ex in forget],
                       "retain": [(_prompt(fmt, ex), _target(fmt, ex)) for ex in retain]}
         if refusal:
@@ -120,11 +122,32 @@ class _Data:
         if blank:
             self.pairs["forget_blank"] = [(_blank_prompt(fmt, ex), a)
                                           for ex, (_, a) in zip(forget, self.pairs["forget"], strict=True)]
+        if alternates:
+            self._alternates(fmt, forget, seed, alternates)
         self.pad_id, self.device = pad_id, device
+
+    def _alternates(self, fmt, forget: list[Example], seed: int, k: int) -> None:
+        """``forget_alts``: up to ``k`` wrong answers per forget question, flat, and ``alts_of[i]`` the
+        positions of item i's among them. The benchmark's perturbed answers where it has them (the
+        built-in benchmark's and TOFU's: the same sentence with the fact swapped); else a refusal,
+        the one alternative every benchmark has."""
+        rng = random.Random(seed)
+        self.pairs["forget_alts"], self.alts_of = [], []
+        for ex, (prompt, _) in zip(forget, self.pairs["forget"], strict=True):
+            answers = list(getattr(ex, "perturbed_answers", ()))[:k] or [rng.choice(refusals())]
+            first = len(self.pairs["forget_alts"])
+            self.pairs["forget_alts"] += [(prompt, fmt.encode_answer(a, eos=True)) for a in answers]
+            self.alts_of.append(list(range(first, first + len(answers))))
 
     def packed(self, which: str, idx: list[int]):
         pairs = self.pairs[which]
         return pack([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], self.pad_id).to(self.device)
+
+    def alternates(self, idx: list[int]) -> tuple:
+        """The alternates of forget items ``idx``, packed, and each one's row in the forget batch: [A]."""
+        flat = [a for i in idx for a in self.alts_of[i]]
+        owner = [row for row, i in enumerate(idx) for _ in self.alts_of[i]]
+        return self.packed("forget_alts", flat), torch.tensor(owner, device=self.device), torch.tensor(flat)
 
     def batches(self, which: str, size: int = 32):
         n = len(self.pairs[which])
@@ -133,7 +156,7 @@ class _Data:
             yield self.packed(which, idx), torch.tensor(idx)
 
 
-def _save_checkpoint(folder: Path, model, opt, step: int, key: str) -> None:
+def _save_checkpoint(folder: Path, model, opt, step: int, key: str, method_state: dict | None = None) -> None:
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -141,13 +164,14 @@ def _save_checkpoint(folder: Path, model, opt, step: int, key: str) -> None:
     state = {f"{i}.{k}": v.contiguous().cpu() for i, s in opt.state_dict()["state"].items()
              for k, v in s.items() if torch.is_tensor(v)}
     save_file(state, tmp / "optimizer.safetensors")
-    write_json(tmp / "state.json", {"step": step, "key": key})
+    write_json(tmp / "state.json", {"step": step, "key": key, "method": method_state or {}})
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
 
-def _load_checkpoint(folder: Path, model, opt, key: str) -> int:
-    """Restore weights and optimiser state; returns the number of steps already done (0: none)."""
+def _load_checkpoint(folder: Path, model, opt, key: str, method: Method | None = None) -> int:
+    """Restore weights, optimiser state and the method's own (PDU's dual variable); returns the number
+    of steps already done (0: none)."""
     try:
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -166,18 +190,21 @@ def _load_checkpoint(folder: Path, model, opt, key: str) -> int:
         i, k = name.split(".", 1)
         sd["state"].setdefault(int(i), {})[k] = tensor
     opt.load_state_dict(sd)
+    if method is not None:
+        method.load_state(state.get("method", {}))
     return int(state["step"])
 
 
-def _forget_units(reduction: Reduction, data: _Data, idx: list[int]) -> float:
+def _forget_units(reduction: Reduction, data: _Data, idx: list[int], skip: int = 0) -> float:
     """How many terms a forget loss with this reduction (`Method.forget_reduction`) averages over on
-    the forget items ``idx``: the items, their gold or refusal answer tokens, or all their tokens."""
+    the forget items ``idx``: the items, their gold or refusal answer tokens, or all their tokens;
+    ``skip``: leading answer tokens per item the loss leaves out (`Method.skipped_answer_tokens`)."""
     if reduction == "items":
         return float(len(idx))
     if reduction == "all_tokens":
         return float(sum(len(p) + len(a) for p, a in (data.pairs["forget"][i] for i in idx)))
     which = {"answer_tokens": "forget", "refusal_tokens": "forget_alt"}[reduction]
-    return float(sum(len(data.pairs[which][i][1]) for i in idx))
+    return float(sum(max(len(data.pairs[which][i][1]) - skip, 0) for i in idx))
 
 
 def _added(values):
@@ -208,19 +235,20 @@ def _backward(method: Method, run: _OneProcess | _DataParallel, data: _Data, f_i
     W = distributed.world()
     f_mine = [f_idx[i] for i in distributed.shard(f_idx)]
     r_mine = [r_idx[i] for i in distributed.shard(r_idx)]
-    units = functools.partial(_forget_units, method.forget_reduction, data)
+    units = functools.partial(_forget_units, method.forget_reduction, data, skip=method.skipped_answer_tokens)
     # clamped to 1 like the losses' own denominators (a step with no answer tokens has a zero forget
     # loss, weighted 0); a real count is untouched, so one process's share is exactly 1.0
     share = units(f_mine) / max(units(f_idx), 1.0) if f_mine else 0.0
     run_f = f_mine or f_idx[:1]
-    alpha = method.hparams.get("alpha", 1.0)
+    alpha = method.retain_weight
     if method.has_retain:
         total = method.retain_tokens(data.packed("retain", r_idx)).clamp(min=1)
     logged: dict = {"forget": 0.0, "parts": {}, "retain": 0.0}
 
     def forget_pass() -> torch.Tensor:
         batch = UnlearnBatch(data.packed("forget", run_f), None, torch.tensor(run_f), torch.tensor(r_mine),
-                             data.packed("forget_alt", run_f) if method.needs_refusals else None)
+                             data.packed("forget_alt", run_f) if method.needs_refusals else None,
+                             *(data.alternates(run_f) if method.needs_alternates else (None, None)))
         loss, parts = method.forget_loss(run.wrapped, batch)
         logged["forget"], logged["parts"] = share * loss.item(), {k: share * v for k, v in parts.items()}
         return loss * (W * share)
@@ -271,8 +299,8 @@ class _OneProcess:
         """The gradient norm before clipping."""
         return float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
 
-    def save_checkpoint(self, folder: Path, step: int, key: str) -> None:
-        _save_checkpoint(folder, self.model, self.opt, step, key)
+    def save_checkpoint(self, folder: Path, step: int, key: str, method_state: dict) -> None:
+        _save_checkpoint(folder, self.model, self.opt, step, key, method_state)
 
     def finish(self):
         return self.model
@@ -329,14 +357,14 @@ class _DataParallel:
                                                 max_norm)
         return 0.0 if norm is None else float(norm)
 
-    def save_checkpoint(self, folder: Path, step: int, key: str) -> None:
+    def save_checkpoint(self, folder: Path, step: int, key: str, method_state: dict) -> None:
         if self.sharded_state:
             if not self.warned:
                 warnings.warn("no training checkpoints under FSDP or DeepSpeed (the weights and optimiser state "
                               "are split across processes); an interrupted run starts over", stacklevel=3)
                 self.warned = True
             return
-        distributed.main_only(lambda: _save_checkpoint(folder, self.model, self.raw_opt, step, key))
+        distributed.main_only(lambda: _save_checkpoint(folder, self.model, self.raw_opt, step, key, method_state))
 
     def finish(self):
         """The trained model, unwrapped, with its parameters' ``requires_grad`` as before, and no DDP
@@ -378,7 +406,7 @@ def unlearn(model, tokenizer, fmt, forget: list[Example], retain: list[Example],
     torch.manual_seed(cfg.seed)
     device = next(model.parameters()).device
     data = _Data(fmt, forget, retain, tokenizer.pad_token_id, device, cfg.seed, method.needs_refusals,
-                 method.needs_blank_questions)
+                 method.needs_blank_questions, method.hparams["alternates"] if method.needs_alternates else 0)
     steps = schedule(len(forget), len(retain), cfg)
     per_epoch = math.ceil(len(forget) / cfg.batch_size)
     every = cfg.checkpoint_every or per_epoch
@@ -390,7 +418,7 @@ def unlearn(model, tokenizer, fmt, forget: list[Example], retain: list[Example],
     params = method.trainable_parameters(train_model)
     opt = adamw(params, cfg.lr)
     ckpt = Path(checkpoint_dir) / "checkpoint" if checkpoint_dir else None
-    done = _load_checkpoint(ckpt, train_model, opt, key) if (ckpt and resume) else 0
+    done = _load_checkpoint(ckpt, train_model, opt, key, method) if (ckpt and resume) else 0
     if ckpt and not resume:
         distributed.main_only(lambda: shutil.rmtree(ckpt, ignore_errors=True))
     run = (_DataParallel if distributed.world() > 1 else _OneProcess)(train_model, opt, params)
@@ -413,9 +441,10 @@ def unlearn(model, tokenizer, fmt, forget: list[Example], retain: list[Example],
             raise UnpactError(f"{cfg.method}: {what} at step {step} (forget items {ids}, ...); "
                               f"lower the learning rate or the number of epochs{kept}")
         run.opt.step()
+        method.after_step(parts, (step - 1) // per_epoch)
         history.append({"loss": loss, **parts})
         if ckpt and (step % every == 0 or step == len(steps)):
-            run.save_checkpoint(ckpt, step, key)
+            run.save_checkpoint(ckpt, step, key, method.state())
         if progress:
             progress(step, len(steps), history[-1])
     t_end = time.perf_counter()

@@ -4,14 +4,17 @@ the one scoring primitive."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import ClassVar, Literal, get_args
+import dataclasses
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args, get_type_hints
 
 import torch
 import torch.nn.functional as F
 
-from ...errors import UnpactError
+from ...errors import UnpactError, did_you_mean
 from ...scoring import Packed, answer_log_softmax, answer_token_logprobs
 
 
@@ -20,13 +23,17 @@ class UnlearnBatch:
     """One step's data. ``forget``: forget questions with their gold answers; ``forget_alt``: the same
     questions with a refusal answer (IdkNLL/IdkDPO); ``retain``: None from the trainer, which feeds
     retain items to `Method.retain_sum` in micro-batches. ``*_index``: positions in the forget/retain
-    sets, to look up quantities cached in `Method.prepare`."""
+    sets, to look up quantities cached in `Method.prepare`. ``alternates``: wrong but plausible answers
+    to the forget questions (AltPO), several per item."""
 
     forget: Packed
     retain: Packed | None
     forget_index: torch.Tensor  # [B_f] long
     retain_index: torch.Tensor  # [B_r] long
     forget_alt: Packed | None = None
+    alternates: Packed | None = None  # AltPO: every alternate answer of the batch's items, flat: [A, T]
+    alternate_owner: torch.Tensor | None = None  # [A] long: each alternate's row in ``forget``
+    alternate_index: torch.Tensor | None = None  # [A] long: its position in the whole alternate set
 
 
 class PrepareData:
@@ -36,7 +43,8 @@ class PrepareData:
         self._make = make_batches
 
     def batches(self, which: str) -> Iterator[tuple[Packed, torch.Tensor]]:
-        """(packed batch, item indices) over ``which`` ∈ {"forget", "forget_alt", "forget_blank", "retain"}."""
+        """(packed batch, item indices) over ``which`` ∈ {"forget", "forget_alt", "forget_alts",
+        "forget_blank", "retain"}."""
         return self._make(which)
 
 
@@ -88,6 +96,86 @@ def dpo_term(win_logratio: torch.Tensor, lose_logratio: torch.Tensor, beta: floa
     return -F.logsigmoid(beta * (win_logratio - lose_logratio)).mean()
 
 
+# -- typed hyper-parameters -----------------------------------------------------------------------
+
+# PyYAML follows YAML 1.1, where `5e-4` is a string and only `5.0e-4` a float; people write the former.
+EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_RANGE = re.compile(r"([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])")
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval of valid values, written as in maths: ``(0, inf)``, ``[0, 1]``, ``[1, inf)``."""
+
+    text: str
+
+    def __post_init__(self):
+        if not _RANGE.fullmatch(self.text):
+            raise ValueError(f"bad range {self.text!r}; write it like (0, inf) or [0, 1]")
+
+    def __contains__(self, value: float) -> bool:
+        left, low, high, right = _RANGE.fullmatch(self.text).groups()
+        low, high = float(low), float(high)
+        above = value > low or (left == "[" and value == low)
+        below = value < high or (right == "]" and value == high)
+        return above and below
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def hparam(default: float | int, help: str, range: str) -> Any:  # noqa: A002 (the field's words)
+    """A field of a method's hyper-parameters: its default, one help line and its valid range."""
+    return field(default=default, metadata={"help": help, "range": Range(range)})
+
+
+@dataclass
+class NoHparams:
+    """A method with nothing to set."""
+
+
+@dataclass
+class RetainWeight:
+    alpha: float = hparam(1.0, "weight α of the retain term", "[0, inf)")
+
+
+def hparam_fields(hparams_cls: type) -> list[tuple[dataclasses.Field, type]]:
+    """(field, its type: int or float) for every hyper-parameter of a method, in declaration order."""
+    hints = get_type_hints(hparams_cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(hparams_cls)]
+
+
+def check_hparams(method: type[Method], values: Mapping[str, Any], where: str) -> dict[str, float | int]:
+    """The one check of a method's hyper-parameters (study configs, ``unpact unlearn --set``,
+    `get_method`): known names, numbers of the declared type (integers stay integers; an integral
+    float such as ``--set layer=9`` becomes one), inside the declared range. Returns the given values
+    converted, without defaults; errors are one line naming ``where`` + the key (``where`` is the key
+    path's prefix, e.g. ``config methods[2].hparams.``)."""
+    fields = {f.name: (f, tp) for f, tp in hparam_fields(method.Hparams)}
+    takes = f"{method.name} takes {', '.join(fields) or 'none'}"
+    out: dict[str, float | int] = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise UnpactError(f"{where}{key}: unknown hyper-parameter of {method.name}"
+                              f"{did_you_mean(str(key), fields)}; {takes}")
+        f, tp = fields[key]
+        if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise UnpactError(f"{where}{key}: expected {'an integer' if tp is int else 'a number'}, got {value!r}")
+        if tp is int:
+            if value != int(value):
+                raise UnpactError(f"{where}{key}: expected an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if value not in f.metadata["range"]:
+            raise UnpactError(f"{where}{key}: {value!r} is out of range {f.metadata['range']}; "
+                              f"{key} is the {f.metadata['help']}")
+        out[key] = value
+    return out
+
+
 # -- the method interface -------------------------------------------------------------------------
 
 Reduction = Literal["items", "answer_tokens", "refusal_tokens", "all_tokens"]
@@ -97,8 +185,9 @@ REDUCTIONS: tuple[str, ...] = get_args(Reduction)
 class Method:
     """An unlearning objective: ``forget_loss`` plus an optional retain regulariser.
 
-    Subclasses set ``name``, ``description``, ``reference`` (the paper), ``defaults``,
-    ``forget_reduction`` and implement ``forget_loss``; ``retain`` is None, ``"gdr"`` (α·NLL(r)) or
+    Subclasses set ``name``, ``description``, ``reference`` (the paper), ``Hparams`` (a dataclass of
+    `hparam` fields: default, help line, range; ``defaults`` is derived from it), ``forget_reduction``
+    and implement ``forget_loss``; ``retain`` is None, ``"gdr"`` (α·NLL(r)) or
     ``"klr"`` (α·KL(π_ref‖π_θ) on r). ``prepare`` runs once, before training, on the original model:
     reference quantities are cached there, so no second model stays in memory. ``finalize`` runs once
     after training.
@@ -113,21 +202,50 @@ class Method:
     name: ClassVar[str]
     description: ClassVar[str]
     reference: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, float]] = {}
+    Hparams: ClassVar[type] = NoHparams
+    defaults: ClassVar[dict[str, float | int]] = {}  # derived from Hparams
     retain: ClassVar[str | None] = None
     needs_refusals: ClassVar[bool] = False
     needs_blank_questions: ClassVar[bool] = False  # forget prompts with the question deleted (KeyNPO)
+    needs_alternates: ClassVar[bool] = False  # wrong but plausible answers to every forget question (AltPO)
     forget_reduction: ClassVar[Reduction]
+    # The hyper-parameter that trades forgetting against keeping, which `unpact tune` sweeps beside the
+    # step size: the retain weight α unless a class names another; None: the step size alone.
+    tradeoff: ClassVar[str | None]
 
-    def __init__(self, **hparams: float):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.defaults = {f.name: f.default for f, _ in hparam_fields(cls.Hparams)}
+        if "tradeoff" not in cls.__dict__:
+            cls.tradeoff = "alpha" if "alpha" in cls.defaults else None
+
+    def __init__(self, **hparams: float | int):
         if getattr(self, "forget_reduction", None) not in REDUCTIONS:
             raise UnpactError(f"method {self.name}: forget_reduction must be one of {', '.join(REDUCTIONS)} "
                               "(what its forget_loss is a mean over)")
-        unknown = set(hparams) - set(self.defaults)
-        if unknown:
-            raise UnpactError(f"method {self.name}: unknown hyper-parameter(s) {', '.join(sorted(unknown))}; "
-                              f"known: {', '.join(self.defaults) or 'none'}")
-        self.hparams = {**self.defaults, **hparams}
+        self.hp = self.Hparams(**check_hparams(type(self), hparams, f"method {self.name}: hparams."))
+        self.hparams = dataclasses.asdict(self.hp)
+
+    @property
+    def skipped_answer_tokens(self) -> int:
+        """Leading answer tokens of each item an ``answer_tokens`` forget loss leaves out (CE-U)."""
+        return 0
+
+    @property
+    def retain_weight(self) -> float:
+        """The weight α of the retain term at this step (PDU's changes as training goes)."""
+        return self.hparams.get("alpha", 1.0)
+
+    def after_step(self, parts: dict[str, float], epochs_done: int) -> None:
+        """Called after every optimiser step with the step's logged loss parts (the same on every
+        process) and the number of epochs finished before the step; PDU updates its dual variable here."""
+
+    def state(self) -> dict[str, float]:
+        """What `after_step` changed, for checkpoints (default: nothing)."""
+        return {}
+
+    def load_state(self, state: dict[str, float]) -> None:
+        """Restore `state` when a run resumes."""
 
     def prepare(self, model, data: PrepareData) -> None:
         """Cache reference quantities of the original model (default: KL reference if ``klr``)."""

@@ -7,14 +7,31 @@ IdkDPO: DPO with the refusal preferred and the gold answer rejected, reference l
 
 from __future__ import annotations
 
-from .base import Method, UnlearnBatch, cached_sequence_logprobs, dpo_term, nll, sequence_logprob
+from dataclasses import dataclass
+
+from .base import (
+    Method,
+    RetainWeight,
+    UnlearnBatch,
+    cached_sequence_logprobs,
+    dpo_term,
+    hparam,
+    nll,
+    sequence_logprob,
+)
+
+
+@dataclass
+class DPOHparams:
+    beta: float = hparam(0.1, "inverse temperature β of the DPO term", "(0, inf)")
+    alpha: float = hparam(1.0, "weight α of the retain term", "[0, inf)")
 
 
 class IdkNLL(Method):
     name = "IdkNLL"
     description = "learn a refusal answer on forget questions + gradient descent on retain"
-    reference = "Maini et al. 2024, TOFU (IDK fine-tuning)"
-    defaults = {"alpha": 1.0}
+    reference = "Maini et al. 2024, TOFU (IDK fine-tuning; arXiv 2401.06121)"
+    Hparams = RetainWeight
     retain = "gdr"
     needs_refusals = True
     forget_reduction = "refusal_tokens"  # `nll` of the refusals: a mean over their tokens
@@ -27,8 +44,8 @@ class IdkNLL(Method):
 class IdkDPO(Method):
     name = "IdkDPO"
     description = "DPO preferring a refusal over the gold answer on forget questions + retain NLL"
-    reference = "Rafailov et al. 2023 (DPO); Maini et al. 2024, TOFU"
-    defaults = {"beta": 0.1, "alpha": 1.0}
+    reference = "Rafailov et al. 2023 (DPO; arXiv 2305.18290); Maini et al. 2024, TOFU (arXiv 2401.06121)"
+    Hparams = DPOHparams
     retain = "gdr"
     needs_refusals = True
     forget_reduction = "items"  # `dpo_term`: a mean over items of sequence log-prob margins

@@ -17,13 +17,14 @@ import torch
 
 from ...scoring import answer_token_logprobs
 from .base import Method, UnlearnBatch, cached_token_logprobs, npo_term
+from .npo import NPORetainHparams
 
 
 class KeyNPO(Method):
     name = "KeyNPO"
     description = "NPO weighted towards the answer tokens the question makes likely, + retain NLL (unpact)"
     reference = "this toolkit; builds on Zhang et al. 2024 (NPO) and unPact finding 3"
-    defaults = {"beta": 0.1, "alpha": 1.0}
+    Hparams = NPORetainHparams
     retain = "gdr"
     needs_blank_questions = True
     forget_reduction = "items"  # `npo_term`: a mean over items of weighted log-ratios

@@ -9,11 +9,13 @@ the MLP down-projections of layers l−2 … l are trained; h_l^ref(r) is cached
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ...errors import UnpactError
 from ...scoring import Packed
-from .base import Method, UnlearnBatch
+from .base import Method, UnlearnBatch, hparam
 
 
 def decoder_layers(model) -> torch.nn.ModuleList:
@@ -45,16 +47,24 @@ def masked_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tor
     return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
 
+@dataclass
+class RMUHparams:
+    layer: int = hparam(-1, "decoder layer l whose output is steered (−1: the middle layer)", "[-1, inf)")
+    steer: float = hparam(4.0, "steering coefficient: c = steer × mean ‖h_l‖ on the forget set", "(0, inf)")
+    alpha: float = hparam(100.0, "weight α of the retain term (MSE to the original layer-l output)", "[0, inf)")
+    seed: int = hparam(0, "seed of the random direction u", "[0, inf)")
+
+
 class RMU(Method):
     name = "RMU"
     description = "steer layer-l activations on forget text to a scaled random vector, keep retain activations"
-    reference = "Li et al. 2024, The WMDP Benchmark (RMU)"
-    defaults = {"layer": -1.0, "steer": 4.0, "alpha": 100.0, "seed": 0.0}  # layer −1: the middle layer
+    reference = "Li et al. 2024, The WMDP Benchmark (RMU; arXiv 2403.03218)"
+    Hparams = RMUHparams
     forget_reduction = "all_tokens"  # `masked_mse` over the attention mask: prompt and answer tokens
 
     def _layer(self, model) -> int:
         n = len(decoder_layers(model))
-        layer = int(self.hparams["layer"])
+        layer = self.hp.layer
         layer = n // 2 if layer < 0 else layer
         if not 0 <= layer < n:
             raise UnpactError(f"RMU: layer {layer} is out of range; the model has {n} decoder layers")
@@ -63,7 +73,7 @@ class RMU(Method):
     def prepare(self, model, data):
         self.layer = self._layer(model)
         hidden = model.config.hidden_size
-        g = torch.Generator().manual_seed(int(self.hparams["seed"]))
+        g = torch.Generator().manual_seed(self.hp.seed)
         u = torch.rand(hidden, generator=g)
         self.direction = u / u.norm()
         norms, count = 0.0, 0

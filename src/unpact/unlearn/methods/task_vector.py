@@ -6,16 +6,24 @@ subtracting the direction that learning the forget set moves the weights in.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from .base import Method, UnlearnBatch, nll
+from .base import Method, UnlearnBatch, hparam, nll
+
+
+@dataclass
+class TaskVectorHparams:
+    scale: float = hparam(1.0, "scale s of the subtracted task vector θ_ft − θ", "(0, inf)")
 
 
 class TaskVector(Method):
     name = "TaskVector"
     description = "fine-tune on forget answers, then subtract the scaled weight difference"
-    reference = "Ilharco et al. 2023, Editing Models with Task Arithmetic"
-    defaults = {"scale": 1.0}
+    reference = "Ilharco et al. 2023, Editing Models with Task Arithmetic (arXiv 2212.04089)"
+    Hparams = TaskVectorHparams
+    tradeoff = "scale"
     forget_reduction = "answer_tokens"  # `nll`: a mean over the batch's answer tokens
 
     def prepare(self, model, data):

@@ -1,0 +1,157 @@
+"""`unpact tune`: one tuning protocol for every method, so that a comparison between methods is fair.
+
+Every method gets the same budget: ``len(lr_factors) × len(tradeoff_factors)`` unlearning runs over
+its step size (the configured learning rate times each factor) and its main trade-off
+hyper-parameter (`Method.tradeoff`, e.g. the retain weight α; its configured value times each
+factor). A method without one (GA, CE-U) gets the same number of runs over the step size alone,
+spread geometrically over the same range.
+
+Selection uses a validation forget split: the forget items of a seeded ``validation_share`` of the
+forget entities (items without an entity count as their own), disjoint from the test items the study
+is then judged on. Each run unlearns the validation items (retain as configured) and is scored by
+greedy answers only: forget efficacy on the validation items and destructive rate on retain +
+utility. The criterion: the highest forget efficacy with destructive rate ≤ ``max_destructive``;
+ties go to the lower destructive rate, then to the run nearest the configured setting; when no run
+meets the bound, the lowest destructive rate. No attack is run or read: `select` sees only those two
+numbers per run.
+
+The output is ``tune.json`` (the protocol in words, every run's validation numbers, each method's
+choice) and ``tuned.yaml``: the study with each method at its selected settings and
+``tune.holdout`` naming the validation items, which a study run leaves out of its forget set, so
+that each method runs once, at its tuned settings, on the test items only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..config import GridConfig, TuneConfig
+from ..data import Item
+from ..errors import UnpactError
+from ..evaluation.correctness import item_correctness
+from ..evaluation.rates import destructive_rate, forget_efficacy
+from ..io import write_json
+from ..models import prompt_format
+from ..unlearn import METHODS, UnlearnConfig, unlearn
+
+
+def split_forget(items: list[Item], share: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """(validation, test): the items of a seeded ``share`` of the forget entities, and the rest. At
+    least one entity goes each way."""
+    groups: dict[str, list[Item]] = {}
+    for it in items:
+        groups.setdefault(it.entity or it.id, []).append(it)
+    if len(groups) < 2:
+        raise UnpactError(f"tune: the forget set has {len(groups)} entity; a validation split disjoint from the "
+                          "test items needs at least 2")
+    names = sorted(groups)
+    random.Random(seed).shuffle(names)
+    k = min(max(1, round(share * len(names))), len(names) - 1)
+    chosen = set(names[:k])
+    return [it for it in items if (it.entity or it.id) in chosen], [it for it in items if (it.entity or it.id) not in chosen]
+
+
+def sweep(m: UnlearnConfig, tune: TuneConfig) -> list[UnlearnConfig]:
+    """The runs of one method: the same number, ``len(lr_factors) × len(tradeoff_factors)``, for every
+    method; the configured setting is among them when both factor lists hold 1."""
+    cls = METHODS[m.method]
+    budget = len(tune.lr_factors) * len(tune.tradeoff_factors)
+    name = cls.tradeoff
+    if name is None:
+        lo, hi = math.log(min(tune.lr_factors)), math.log(max(tune.lr_factors))
+        factors = [math.exp(lo + (hi - lo) * i / max(budget - 1, 1)) for i in range(budget)]
+        return [dataclasses.replace(m, lr=m.lr * f, hparams=dict(m.hparams)) for f in factors]
+    value = m.hparams.get(name, cls.defaults[name])
+    return [dataclasses.replace(m, lr=m.lr * f, hparams={**m.hparams, name: value * g})
+            for f in tune.lr_factors for g in tune.tradeoff_factors]
+
+
+def select(scores: list[dict], max_destructive: float, configured: int | None = None) -> int:
+    """The chosen run's index by the declared criterion; ``scores`` hold each run's validation
+    ``forget_efficacy`` and ``destructive_rate`` (None counts as 0), nothing else."""
+    def value(x):
+        return 0.0 if x is None else x
+
+    ok = [i for i, s in enumerate(scores) if value(s["destructive_rate"]) <= max_destructive]
+    near = (lambda i: abs(i - configured)) if configured is not None else (lambda i: 0)
+    if ok:
+        return min(ok, key=lambda i: (-value(scores[i]["forget_efficacy"]), value(scores[i]["destructive_rate"]), near(i)))
+    return min(range(len(scores)), key=lambda i: (value(scores[i]["destructive_rate"]), near(i)))
+
+
+def protocol(tune: TuneConfig, n_validation: int, n_test: int) -> str:
+    """The protocol in words, as tune.json and the report state it."""
+    budget = len(tune.lr_factors) * len(tune.tradeoff_factors)
+    return (f"every method: {budget} runs, learning rate × {tune.lr_factors} and its main trade-off "
+            f"hyper-parameter × {tune.tradeoff_factors} of the configured values (step size alone, over the same "
+            f"range, for a method without one); selected on {n_validation} validation forget items disjoint from the "
+            f"{n_test} test items by the highest forget efficacy with destructive rate ≤ {tune.max_destructive:.0%} "
+            "(ties: lower destructive rate, then nearest the configured setting); greedy answers only, no attack "
+            "run or read")
+
+
+def _correct(scorer, items: list[Item], budget: int | None, threshold: float) -> np.ndarray:
+    return item_correctness(scorer.generate([it.question for it in items], budget), items, threshold)
+
+
+def tune(grid: GridConfig, out: Path, reporter=None) -> dict:
+    """Run the protocol on the study's first model × benchmark × seed; writes tune.json and tuned.yaml."""
+    from .grid import Grid  # the study stack, imported when a tune runs
+
+    runner = Grid(grid, out, reporter)
+    cell = runner.cells()[0]
+    study = runner._study(cell)
+    study.prepare(runner._benchmark(cell.benchmark), train=cell.model.builtin is not None)
+    splits, cfg, t = study.splits, study.cfg, grid.tune
+    validation, test = split_forget(splits["forget"], t.validation_share, cell.seed)
+    threshold = cfg.evaluation.rouge_threshold
+    model, tok = study.load(study.model_dir)
+    scorer = study.scorer(model, tok)
+    keep = splits["retain"] + splits["utility"]
+    before = {"forget": _correct(scorer, validation, study.budgets.get("forget"), threshold),
+              "keep": _correct(scorer, keep, max(study.budgets.get("retain", 0), study.budgets.get("utility", 0)) or None,
+                               threshold)}
+    results = {}
+    for m in cfg.methods:
+        runs, t0 = [], time.perf_counter()
+        configs = sweep(m, t)
+        for k, run in enumerate(configs):
+            trained, logs = unlearn(copy.deepcopy(model), tok, prompt_format(tok), validation, splits["retain"], run)
+            s = study.scorer(trained, tok)
+            after_f = _correct(s, validation, study.budgets.get("forget"), threshold)
+            after_k = _correct(s, keep, max(study.budgets.get("retain", 0), study.budgets.get("utility", 0)) or None,
+                               threshold)
+            runs.append({"lr": run.lr, "hparams": run.hparams, "seconds": logs["seconds"],
+                         "forget_efficacy": forget_efficacy(before["forget"], after_f),
+                         "destructive_rate": destructive_rate(before["keep"], after_k)})
+            if reporter:
+                reporter.info(f"tune {m.method} {k + 1}/{len(configs)}: lr {run.lr:.3g} {run.hparams} → "
+                              f"efficacy {runs[-1]['forget_efficacy']}, destructive {runs[-1]['destructive_rate']}")
+        configured = next((i for i, c in enumerate(configs) if c.lr == m.lr and c.hparams == m.hparams), None)
+        chosen = select([{k: r[k] for k in ("forget_efficacy", "destructive_rate")} for r in runs],
+                        t.max_destructive, configured)
+        results[m.method] = {"tradeoff": METHODS[m.method].tradeoff, "runs": runs, "chosen": chosen,
+                             "lr": runs[chosen]["lr"], "hparams": runs[chosen]["hparams"],
+                             "seconds": round(time.perf_counter() - t0, 2)}
+    summary = {"protocol": protocol(t, len(validation), len(test)), "budget": len(t.lr_factors) * len(t.tradeoff_factors),
+               "validation_items": [it.id for it in validation], "test_items": [it.id for it in test],
+               "model": cell.model.name, "benchmark": cell.benchmark.name, "seed": cell.seed, "methods": results}
+    write_json(out / "tune.json", summary)
+    tuned = dataclasses.replace(grid, methods=[dataclasses.replace(m, lr=results[m.method]["lr"],
+                                                                   hparams=results[m.method]["hparams"])
+                                               for m in grid.methods],
+                                tune=dataclasses.replace(t, holdout=[it.id for it in validation],
+                                                         protocol=summary["protocol"]))
+    (out / "tuned.yaml").write_text("# written by `unpact tune`: each method at its selected settings; "
+                                    "tune.holdout (the validation items) is left out of the forget set\n"
+                                    + yaml.safe_dump(tuned.to_dict(), allow_unicode=True, sort_keys=False),
+                                    encoding="utf-8")
+    return summary
