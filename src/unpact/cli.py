@@ -311,7 +311,10 @@ def cmd_recover(args) -> None:
         unlearned[name if sep else Path(spec).name] = Path(path if sep else spec)
     study = Study(cfg, args.out, _reporter(args), model_dir=args.original)
     if args.gold is not None:  # the attacks' control, as in a study (else: never-known retain items)
-        study.gold_dir = args.gold
+        from .models.hub import is_hub
+        from .models.registry import resolve_model
+
+        study.gold_dir = resolve_model(args.gold) if is_hub(args.gold) else args.gold
     metrics = study.audit(splits, unlearned)
     print_summary(metrics)
     print(f"report: {args.out / 'report.html'}   metrics: {args.out / 'metrics.json'}")
@@ -467,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("attribute", help="contributions of prompt tokens/words to an answer (LOO or gradients)")
-    s.add_argument("--model", required=True, help="model folder, known name, or served model URL (http://HOST:PORT/v1)")
+    s.add_argument("--model", required=True, help="model folder, known name, Hugging Face model (hf://ORG/NAME[@REVISION]), or served "
+                        "model URL (http://HOST:PORT/v1)")
     s.add_argument("--prompt", required=True, help="the question")
     s.add_argument("--answer", required=True, help="the answer whose log-prob is attributed")
     _lists(s.add_argument("--method", default="loo", help="attribution method: %(names)s (default loo)"),
@@ -534,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_results)
 
     s = sub.add_parser("recover", help="attack already-unlearned models against their original")
-    s.add_argument("--original", type=Path, required=True, help="the model before unlearning")
+    s.add_argument("--original", type=Path, required=True, help="the model before unlearning (folder, known name "
+                                                                 "or hf://ORG/NAME[@REVISION])")
     s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
                    help="an unlearned model (repeatable)")
     s.add_argument("--data", type=Path, help="folder with forget/retain/utility.jsonl (default: ORIGINAL/data)")
@@ -552,12 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("audit", help="is it really gone? audit an unlearned model (local or served) against its original")
     s.add_argument("--original", required=True, metavar="MODEL",
-                   help="the model before unlearning: folder, known name, or served URL (http://HOST:PORT/v1)")
+                   help="the model before unlearning: folder, known name, hf://ORG/NAME[@REVISION], or served URL "
+                        "(http://HOST:PORT/v1)")
     s.add_argument("--unlearned", required=True, metavar="MODEL", help="the model said to have forgotten (same forms)")
     s.add_argument("--forget", type=Path, required=True, metavar="JSONL", help='forget items, {"question", "answer"} a line')
     s.add_argument("--retain", type=Path, metavar="JSONL", help="items the unlearned model must still know")
     s.add_argument("--utility", type=Path, metavar="JSONL", help="general-knowledge items it must still know")
-    s.add_argument("--gold", metavar="MODEL", help="a model trained without the forget items (folder or known name): "
+    s.add_argument("--gold", metavar="MODEL", help="a model trained without the forget items (folder, known name or hf://ORG/NAME): "
                                                   "every attack is read against it (default: against the retain "
                                                   "items the original model never answered)")
     _lists(s.add_argument("--attacks", help="comma-separated attacks beside FocusOnKey: prompt attacks %(prompt)s "
