@@ -391,3 +391,18 @@ def test_real_environment_variables_in_a_fresh_process(tmp_path, tiny_folder):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)
+
+
+def test_preset_dry_run_measures_prompts_with_the_cached_model(hf_cache, tiny_folder, tmp_path, capsys):
+    """The dry run reads the cached snapshot's tokenizer and context: a context too short for TOFU's
+    sentence answers is refused before anything is downloaded or trained."""
+    short = tmp_path / "short"
+    shutil.copytree(tiny_folder, short)
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 48}))
+    put_in_cache(hf_cache, "open-unlearning/tofu_Llama-3.2-1B-Instruct_full", short)
+    put_in_cache(hf_cache, "open-unlearning/tofu_Llama-3.2-1B-Instruct_retain90", short)
+    _tofu(tmp_path / "unpact-cache")
+    err = one_line_error(capsys, "run", str(ROOT / "configs" / "tofu-llama3.2-1b.yaml"), "--dry-run",
+                         "--out", str(tmp_path / "run"))
+    assert "context of 48" in err and "models--open-unlearning--tofu_Llama-3.2-1B-Instruct_full" in err, err
