@@ -134,7 +134,8 @@ def test_offline_nothing_cached_is_one_line_naming_the_fix(hf_cache, capsys):
     # the issue's first try: a bare id that is no local folder is a hub id, not "model folder not found"
     err = one_line_error(capsys, "attribute", "--model", "meta-llama/Llama-3.2-1B-Instruct", "--prompt", "Q?",
                          "--answer", "A")
-    assert "not in the Hugging Face cache" in err and "model folder not found" not in err
+    assert err.startswith("error: meta-llama/Llama-3.2-1B-Instruct (no such local folder either): ") and \
+        "not in the Hugging Face cache" in err
 
 
 def test_cached_snapshot_without_safetensors_is_refused(hf_cache, tiny_folder):
@@ -173,11 +174,25 @@ class _HubAPI(BaseHTTPRequestHandler):
     """Answers GET /api/models/ORG/NAME[/revision/REV] as the Hub does for a few repositories."""
 
     seen: list[dict] = []
+    files: dict[str, bytes] = {}  # org/served's files, at commit SERVED
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_HEAD(self):  # noqa: N802
+        self.do_GET(body=False)
+
+    def do_GET(self, body: bool = True):  # noqa: N802 (http.server's name)
         _HubAPI.seen.append({"path": self.path, "authorization": self.headers.get("authorization")})
-        parts = self.path.split("?")[0].split("/")  # '', api, models, org, name[, revision, rev]
+        parts = self.path.split("?")[0].split("/")  # '', api, models, org, name[, revision|tree, rev]
+        if parts[1] != "api":  # /org/served/resolve/<commit>/<file>: a file download
+            return self._send(200, self.files[parts[-1]], {"X-Repo-Commit": SERVED,
+                              "ETag": f'"{hashlib.sha256(self.files[parts[-1]]).hexdigest()}"'}, body)
         repo, revision = "/".join(parts[3:5]), parts[6] if len(parts) > 6 else "main"
+        if repo == "org/served" and parts[5:6] == ["tree"]:
+            tree = [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                    for name, data in self.files.items()]
+            return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, body)
+        if repo == "org/served":
+            info = {"id": repo, "sha": SERVED, "siblings": [{"rfilename": f} for f in self.files]}
+            return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
         if repo == "org/gated":
             return self._error(401, "GatedRepo", "Access to model org/gated is restricted.")
         if repo == "org/missing":
@@ -191,6 +206,14 @@ class _HubAPI(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _send(self, status: int, data: bytes, headers: dict, body: bool = True):
+        self.send_response(status)
+        for key, value in {**headers, "Content-Length": str(len(data))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
 
     def _error(self, status: int, code: str, message: str):
         body = json.dumps({"error": message}).encode()
@@ -218,6 +241,7 @@ def online(hf_cache, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setattr(C, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(C, "ENDPOINT", endpoint)
+    monkeypatch.setattr(C, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     _HubAPI.seen = []
     yield endpoint
     server.shutdown()
@@ -236,12 +260,32 @@ def test_gated_model_names_hf_token_never_its_value(online, capsys, monkeypatch)
 def test_unknown_revision_missing_repo_and_pickle_only_repo_online(online):
     with pytest.raises(UnpactError, match=r"hf://org/model@nope: revision 'nope' does not exist in org/model"):
         load_model("hf://org/model@nope")
-    with pytest.raises(UnpactError, match="org/missing: no such model on the Hugging Face Hub.*HF_TOKEN"):
+    with pytest.raises(UnpactError, match=r"org/missing \(no such local folder either\): no such model on the "
+                                          r"Hugging Face Hub.*HF_TOKEN"):
         load_model("org/missing")
     with pytest.raises(UnpactError, match=r"has no .safetensors weights \(it has pytorch_model.bin\); unpact "
                                           r"downloads only safetensors"):
         load_model("hf://org/pickled")
     assert not any("resolve" in r["path"] for r in _HubAPI.seen)  # refused before any file was asked for
+
+
+SERVED = "5" * 40  # the commit the stand-in's main branch is at
+
+
+def test_online_download_fetches_only_safetensors_config_and_tokenizer(online, hf_cache, tiny_folder):
+    _HubAPI.files = {f.name: f.read_bytes() for f in tiny_folder.iterdir()}
+    _HubAPI.files |= {"pytorch_model.bin": b"a pickle", "modeling_custom.py": b"import os", "README.md": b"hi"}
+    model, _ = load_model("hf://org/served")
+    assert model.config.max_position_embeddings == 4096
+    fetched = {r["path"].rsplit("/", 1)[-1] for r in _HubAPI.seen if "/resolve/" in r["path"]}
+    assert fetched == {f.name for f in tiny_folder.iterdir()}  # no pickle, no Python, no README
+    snapshot = hf_cache / "models--org--served" / "snapshots" / SERVED
+    assert (snapshot / "model.safetensors").is_file() and not (snapshot / "pytorch_model.bin").exists()
+    assert hub.resolved()["hf://org/served"]["commit"] == SERVED
+    # the commit is pinned for the process: loading again asks the Hub nothing about the branch
+    asked = len(_HubAPI.seen)
+    load_model("hf://org/served")
+    assert not any("/revision/" in r["path"] for r in _HubAPI.seen[asked:])
 
 
 # -- the command line and a study, from the cache -------------------------------------------------------------
@@ -259,11 +303,13 @@ def test_attribute_command_on_a_hub_id(hf_cache, tiny_folder, capsys):
     assert all(isinstance(r["contribution"], float) for r in rows)
 
 
-def test_study_with_hub_original_and_gold_records_commits(hf_cache, tiny_folder, tmp_path, capsys):
+def test_study_with_hub_original_and_gold_records_commits(hf_cache, tiny_folder, tmp_path, capsys, monkeypatch):
     from unpact.config import GridConfig, from_dict, validate_grid
     from unpact.io import read_json
     from unpact.study import Grid
 
+    secret = "hf_SECRETsecretSECRET1234"
+    monkeypatch.setenv("HF_TOKEN", secret)  # what a user online has set: it must reach no file of the run
     commit = put_in_cache(hf_cache, REPO, tiny_folder)
     gold_commit = put_in_cache(hf_cache, "unpact-test/tiny-gold", tiny_folder)
     cfg = validate_grid(from_dict(GridConfig, {
@@ -289,6 +335,28 @@ def test_study_with_hub_original_and_gold_records_commits(hf_cache, tiny_folder,
     # the same study's dry run, from the cache: its one cell is done (same commit, same keys)
     assert main(["run", str(_yaml(tmp_path, cfg)), "--dry-run", "--out", str(tmp_path / "run")]) == 0
     assert "1 cells in" in (out := capsys.readouterr().out) and "1 done, 0 to run" in out, out
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_audit_with_hub_ids_on_every_side(hf_cache, tiny_folder, tmp_path, capsys):
+    from unpact.io import read_json
+
+    put_in_cache(hf_cache, REPO, tiny_folder)
+    put_in_cache(hf_cache, "unpact-test/tiny-unlearned", tiny_folder)
+    put_in_cache(hf_cache, "unpact-test/tiny-gold", tiny_folder)
+    items = builtin.generate(seed=0)
+    for split in ("forget", "retain"):
+        _write_rows(tmp_path / f"{split}.jsonl", [{"question": it.question, "answer": it.answer}
+                                                  for it in items[split][:4]])
+    code = main(["audit", "--original", f"hf://{REPO}", "--unlearned", "unpact-test/tiny-unlearned",
+                 "--gold", "hf://unpact-test/tiny-gold", "--forget", str(tmp_path / "forget.jsonl"),
+                 "--retain", str(tmp_path / "retain.jsonl"), "--attacks", "paraphrase", "--out",
+                 str(tmp_path / "audit"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    verdict = read_json(tmp_path / "audit" / "verdict.json")
+    assert verdict["quadrant"] and verdict["models"]["unlearned"] == "unpact-test/tiny-unlearned"
+    # the gold model was attacked: the attacks are calibrated against it
+    assert (tmp_path / "audit" / "gold.json").is_file()
 
 
 def _yaml(tmp_path: Path, cfg) -> Path:

@@ -378,7 +378,7 @@ def cmd_models(args) -> None:
             print(f"{name}: {ensure_converted(KNOWN[name])}")
         return
     print("built-in   the ~1M-parameter Llama trained by `unpact prepare` on the built-in benchmark "
-          "(any model folder works too: --model DIR)")
+          "(any model folder works too, --model DIR, and any Hugging Face model, --model hf://ORG/NAME)")
     for m in available_models():
         state = "ready" if m["converted"] else "installed, converted on first use" if m["installed"] else \
             f"not installed: {m['install']}"

@@ -39,9 +39,16 @@ class HubRef:
 
     repo_id: str
     revision: str | None = None
+    bare: bool = False  # written without hf://: it may as well be a mistyped local folder
 
     def __str__(self) -> str:
         return PREFIX + self.repo_id + (f"@{self.revision}" if self.revision else "")
+
+    def named(self) -> str:
+        """How errors name it: as written, and for a bare id, that no folder of that name exists either."""
+        if not self.bare:
+            return str(self)
+        return self.repo_id + (f"@{self.revision}" if self.revision else "") + " (no such local folder either)"
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,7 @@ def parse(ref: str | Path | None) -> HubRef | None:
     m = _ID.fullmatch(text)
     if not m or ".." in text or "--" in m["repo"] or Path(text).exists():
         return None
-    return HubRef(m["repo"], m["revision"])
+    return HubRef(m["repo"], m["revision"], bare=True)
 
 
 def is_hub(ref) -> bool:
@@ -114,7 +121,7 @@ def snapshot(ref: str | Path | HubRef, weights: bool = True, trust_remote_code: 
     if commit is None:
         commit = _remote_commit(hub)  # None: offline or the Hub unreachable; the cache decides
     path = _download(hub, commit, patterns)
-    snap = Snapshot(hub, path.name, path)
+    snap = Snapshot(HubRef(hub.repo_id, hub.revision), path.name, path)
     _PINNED[key] = snap.commit
     if weights:
         if not list(path.glob("*.safetensors")):
@@ -158,8 +165,8 @@ def _remote_commit(hub: HubRef) -> str | None:
     except RevisionNotFoundError:
         raise UnpactError(_unknown_revision(hub)) from None
     except RepositoryNotFoundError:
-        raise UnpactError(f"{hub.repo_id}: no such model on the Hugging Face Hub, and no such local folder; check "
-                          f"the id (a private model also needs {_token_hint()})") from None
+        raise UnpactError(f"{hub.named()}: no such model on the Hugging Face Hub; check the id (a private model "
+                          f"also needs {_token_hint()})") from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):
@@ -198,7 +205,7 @@ def _download(hub: HubRef, commit: str | None, patterns: list[str]) -> Path:
     except RevisionNotFoundError:
         raise UnpactError(_unknown_revision(hub)) from None
     except RepositoryNotFoundError:
-        raise UnpactError(f"{hub.repo_id}: no such model on the Hugging Face Hub; check the id") from None
+        raise UnpactError(f"{hub.named()}: no such model on the Hugging Face Hub; check the id") from None
 
 
 def _token_hint() -> str:
@@ -216,7 +223,7 @@ def _gated(hub: HubRef) -> str:
 
 
 def _unknown_revision(hub: HubRef) -> str:
-    return (f"{hub}: revision '{hub.revision}' does not exist in {hub.repo_id}; give a branch, tag or commit "
+    return (f"{hub.named()}: revision '{hub.revision}' does not exist in {hub.repo_id}; give a branch, tag or commit "
             "hash of the repository (see its 'Files and versions' page)")
 
 
@@ -235,7 +242,7 @@ def _offline() -> bool:
 def _not_cached(hub: HubRef) -> str:
     what = f"revision '{hub.revision}' of {hub.repo_id}" if hub.revision else hub.repo_id
     why = "HF_HUB_OFFLINE=1 forbids downloading" if _offline() else "the Hugging Face Hub cannot be reached"
-    return (f"{hub}: {what} is not in the Hugging Face cache ({_hub_cache()}) and {why}; download it once where "
+    return (f"{hub.named()}: {what} is not in the Hugging Face cache ({_hub_cache()}) and {why}; download it once where "
             f"the Hub is reachable (`hf download {hub.repo_id}"
             f"{' --revision ' + hub.revision if hub.revision else ''}`) or point HF_HOME at a cache that holds it")
 
