@@ -274,11 +274,14 @@ SERVED = "5" * 40  # the commit the stand-in's main branch is at
 
 def test_online_download_fetches_only_safetensors_config_and_tokenizer(online, hf_cache, tiny_folder):
     _HubAPI.files = {f.name: f.read_bytes() for f in tiny_folder.iterdir()}
-    _HubAPI.files |= {"pytorch_model.bin": b"a pickle", "modeling_custom.py": b"import os", "README.md": b"hi"}
+    # beside the weights transformers loads: a pickle, Python, a readme and the same weights in another
+    # layout (as Mistral's repositories carry consolidated.safetensors): none of them is fetched
+    _HubAPI.files |= {"pytorch_model.bin": b"a pickle", "modeling_custom.py": b"import os", "README.md": b"hi",
+                      "consolidated.safetensors": b"the same weights again"}
     model, _ = load_model("hf://org/served")
     assert model.config.max_position_embeddings == 4096
     fetched = {r["path"].rsplit("/", 1)[-1] for r in _HubAPI.seen if "/resolve/" in r["path"]}
-    assert fetched == {f.name for f in tiny_folder.iterdir()}  # no pickle, no Python, no README
+    assert fetched == {f.name for f in tiny_folder.iterdir()}
     snapshot = hf_cache / "models--org--served" / "snapshots" / SERVED
     assert (snapshot / "model.safetensors").is_file() and not (snapshot / "pytorch_model.bin").exists()
     assert hub.resolved()["hf://org/served"]["commit"] == SERVED

@@ -96,6 +96,7 @@ def is_hub(ref) -> bool:
 # (repo, revision asked for) → commit, for the life of the process (see the module docstring)
 _PINNED: dict[tuple[str, str | None], str] = {}
 _RESOLVED: dict[str, Snapshot] = {}
+_FILES: dict[str, list[str]] = {}  # commit → the repository's files, as the Hub listed them
 
 
 def resolved() -> dict[str, dict]:
@@ -113,13 +114,13 @@ def snapshot(ref: str | Path | HubRef, weights: bool = True, trust_remote_code: 
     hub = ref if isinstance(ref, HubRef) else parse(ref)
     if hub is None:
         raise UnpactError(f"{ref}: not a Hugging Face model id; write hf://ORG/NAME[@REVISION]")
-    patterns = CONFIG_FILES + TOKENIZER_FILES + (WEIGHT_FILES if weights else [])
-    if trust_remote_code:  # the rule is the folder's: its own code runs only when trusted
-        patterns.append("*.py")
     key = (hub.repo_id, hub.revision)
     commit = _PINNED.get(key)
     if commit is None:
         commit = _remote_commit(hub)  # None: offline or the Hub unreachable; the cache decides
+    patterns = CONFIG_FILES + TOKENIZER_FILES + (_weight_files(_FILES.get(commit or "", [])) if weights else [])
+    if trust_remote_code:  # the rule is the folder's: its own code runs only when trusted
+        patterns.append("*.py")
     path = _download(hub, commit, patterns)
     snap = Snapshot(HubRef(hub.repo_id, hub.revision), path.name, path)
     _PINNED[key] = snap.commit
@@ -128,23 +129,6 @@ def snapshot(ref: str | Path | HubRef, weights: bool = True, trust_remote_code: 
             raise UnpactError(_no_weights(hub, commit is None))
         _RESOLVED[str(hub)] = snap
     return snap
-
-
-def cached(ref: str | Path | HubRef) -> Path | None:
-    """The snapshot folder of a hub model already in the local cache (the commit pinned by this process,
-    else the revision's), without any request to the Hub; None when nothing is cached."""
-    hub = ref if isinstance(ref, HubRef) else parse(ref)
-    if hub is None:
-        return None
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        path = Path(snapshot_download(hub.repo_id, revision=_PINNED.get((hub.repo_id, hub.revision)) or hub.revision,
-                                      local_files_only=True, allow_patterns=CONFIG_FILES + TOKENIZER_FILES))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        return None
-    return path if (path / "config.json").is_file() else None
 
 
 def _remote_commit(hub: HubRef) -> str | None:
@@ -182,7 +166,17 @@ def _remote_commit(hub: HubRef) -> str | None:
     files = [s.rfilename for s in info.siblings or []]
     if files and not any(f.endswith(".safetensors") for f in files):
         raise UnpactError(_no_weights(hub, False, files))
+    _FILES[info.sha] = files
     return info.sha
+
+
+def _weight_files(files: list[str]) -> list[str]:
+    """The safetensors files transformers loads: ``model.safetensors`` or its shards and index where the
+    repository has them, since some also carry the same weights again in another layout (Mistral's
+    ``consolidated.safetensors``) that would double the download; else every safetensors file."""
+    if any(re.fullmatch(r"model(-\d+-of-\d+)?\.safetensors", f) for f in files):
+        return ["model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json"]
+    return WEIGHT_FILES
 
 
 def _download(hub: HubRef, commit: str | None, patterns: list[str]) -> Path:
