@@ -85,6 +85,7 @@ def hf_cache(tmp_path, monkeypatch) -> Path:
         monkeypatch.setattr(C, name, value)
     monkeypatch.setattr(hub, "_PINNED", {})  # commits pinned by earlier tests belong to their caches
     monkeypatch.setattr(hub, "_RESOLVED", {})
+    monkeypatch.setattr(hub, "_FROM_CACHE", set())
     monkeypatch.chdir(tmp_path)  # a bare ORG/NAME names the hub only where no such folder exists
     return cache
 

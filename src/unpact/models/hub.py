@@ -97,6 +97,9 @@ def is_hub(ref) -> bool:
 _PINNED: dict[tuple[str, str | None], str] = {}
 _RESOLVED: dict[str, Snapshot] = {}
 _FILES: dict[str, list[str]] = {}  # commit → the repository's files, as the Hub listed them
+# commits found in the cache because the Hub could not be asked: later loads read the cache only, rather
+# than wait on an unreachable Hub again for every model a study loads
+_FROM_CACHE: set[str] = set()
 
 
 def resolved() -> dict[str, dict]:
@@ -118,12 +121,16 @@ def snapshot(ref: str | Path | HubRef, weights: bool = True, trust_remote_code: 
     commit = _PINNED.get(key)
     if commit is None:
         commit = _remote_commit(hub)  # None: offline or the Hub unreachable; the cache decides
+    elif commit in _FROM_CACHE:
+        commit = None
     patterns = CONFIG_FILES + TOKENIZER_FILES + (_weight_files(_FILES.get(commit or "", [])) if weights else [])
     if trust_remote_code:  # the rule is the folder's: its own code runs only when trusted
         patterns.append("*.py")
     path = _download(hub, commit, patterns)
     snap = Snapshot(HubRef(hub.repo_id, hub.revision), path.name, path)
     _PINNED[key] = snap.commit
+    if commit is None:
+        _FROM_CACHE.add(snap.commit)
     if weights:
         if not list(path.glob("*.safetensors")):
             raise UnpactError(_no_weights(hub, commit is None))
