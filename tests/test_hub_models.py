@@ -86,6 +86,7 @@ def hf_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(hub, "_PINNED", {})  # commits pinned by earlier tests belong to their caches
     monkeypatch.setattr(hub, "_RESOLVED", {})
     monkeypatch.setattr(hub, "_FROM_CACHE", set())
+    monkeypatch.setattr(hub, "_SNAPSHOTS", {})
     monkeypatch.chdir(tmp_path)  # a bare ORG/NAME names the hub only where no such folder exists
     return cache
 
@@ -477,4 +478,4 @@ def test_preset_dry_run_measures_prompts_with_the_cached_model(hf_cache, tiny_fo
     _tofu(tmp_path / "unpact-cache")
     err = one_line_error(capsys, "run", str(ROOT / "configs" / "tofu-llama3.2-1b.yaml"), "--dry-run",
                          "--out", str(tmp_path / "run"))
-    assert "context of 48" in err and "models--open-unlearning--tofu_Llama-3.2-1B-Instruct_full" in err, err
+    assert "context of 48" in err and "hf://open-unlearning/tofu_Llama-3.2-1B-Instruct_full (commit " in err, err

@@ -100,6 +100,15 @@ _FILES: dict[str, list[str]] = {}  # commit → the repository's files, as the H
 # commits found in the cache because the Hub could not be asked: later loads read the cache only, rather
 # than wait on an unreachable Hub again for every model a study loads
 _FROM_CACHE: set[str] = set()
+_SNAPSHOTS: dict[str, Snapshot] = {}  # by snapshot folder: every snapshot this process resolved
+
+
+def shown(path: str | Path) -> str:
+    """How a message names a model folder: a hub snapshot by its id and commit, anything else by its path."""
+    for snap in _SNAPSHOTS.values():
+        if Path(path) == snap.path:
+            return f"{snap.ref} (commit {snap.commit[:12]})"
+    return str(path)
 
 
 def resolved() -> dict[str, dict]:
@@ -129,6 +138,7 @@ def snapshot(ref: str | Path | HubRef, weights: bool = True, trust_remote_code: 
     path = _download(hub, commit, patterns)
     snap = Snapshot(HubRef(hub.repo_id, hub.revision), path.name, path)
     _PINNED[key] = snap.commit
+    _SNAPSHOTS[str(path)] = snap
     if commit is None:
         _FROM_CACHE.add(snap.commit)
     if weights:

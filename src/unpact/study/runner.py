@@ -23,7 +23,7 @@ from ..data.benchmarks import Benchmark
 from ..data.chunks import raw_training_sets
 from ..evaluation.method_metrics import accuracy, method_metrics
 from ..io import write_atomic, write_json, write_jsonl
-from ..models import load_model, prompt_format
+from ..models import hub, load_model, prompt_format
 from ..models.builtin import builtin_tokenizer, context_for, prepare_builtin
 from ..models.client import is_served
 from ..models.hub import is_hub
@@ -132,7 +132,8 @@ class Study(StudyKeys, StudyAttacks):
             scorer = self.open(self.model_dir)  # its template and tokenizer are the server's
             fmt, context, model = scorer.fmt, scorer.max_length, str(self.model_dir)
         elif (path := model_path(self.model_dir)).is_dir():
-            fmt, context, model = prompt_format(load_tokenizer(path, self.trust_remote_code)), context_length(path), str(path)
+            fmt, context, model = (prompt_format(load_tokenizer(path, self.trust_remote_code)), context_length(path),
+                                   hub.shown(path))
         else:
             return  # not converted or not there: loading it converts it, or says so
         self.budgets = lengths.answer_budgets(fmt, self.splits, self.cfg.generation)
