@@ -441,6 +441,8 @@ def test_preset_dry_runs_from_a_populated_cache(preset, hf_cache, tiny_folder, t
     assert code == 0, err
     n = len(cfg.methods) * len(cfg.models) * len(cfg.benchmarks)
     assert f"{n} cells in {tmp_path / 'run'}: 0 done, {n} to run" in out
+    for m in cfg.models:  # each hub model with the commit a run would use
+        assert f"hub    {m.path} → commit " in out and ", weights in the cache" in out
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
 
 

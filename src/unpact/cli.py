@@ -262,6 +262,10 @@ def cmd_run(args) -> None:
         for cell, done in status:
             print(f"{'done ' if done else 'to do'}  {cell.id}")
         n_done = sum(done for _, done in status)
+        from .models import hub
+
+        for line in hub.summary():
+            print(f"hub    {line}")
         print(f"{len(status)} cells in {out}: {n_done} done, {len(status) - n_done} to run")
         return
     metrics = grid.run()

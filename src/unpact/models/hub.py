@@ -111,6 +111,14 @@ def shown(path: str | Path) -> str:
     return str(path)
 
 
+def summary() -> list[str]:
+    """One line per hub model this process looked at: its id, the commit it resolved to, and whether
+    its weights are in the cache yet (what `unpact run --dry-run` shows before anything is downloaded)."""
+    return [f"{snap.ref} → commit {snap.commit}, weights "
+            f"{'in the cache' if any(snap.path.glob('*.safetensors')) else 'downloaded when the run starts'}"
+            for snap in _SNAPSHOTS.values()]
+
+
 def resolved() -> dict[str, dict]:
     """Every hub model this process resolved, by the id it was named with: repo, revision, commit."""
     return {name: snap.record() for name, snap in _RESOLVED.items()}
