@@ -347,7 +347,7 @@ def test_audit_with_hub_ids_on_every_side(hf_cache, tiny_folder, tmp_path, capsy
     from unpact.io import read_json
 
     put_in_cache(hf_cache, REPO, tiny_folder)
-    put_in_cache(hf_cache, "unpact-test/tiny-unlearned", tiny_folder)
+    commit = put_in_cache(hf_cache, "unpact-test/tiny-unlearned", tiny_folder)
     put_in_cache(hf_cache, "unpact-test/tiny-gold", tiny_folder)
     items = builtin.generate(seed=0)
     for split in ("forget", "retain"):
@@ -359,7 +359,8 @@ def test_audit_with_hub_ids_on_every_side(hf_cache, tiny_folder, tmp_path, capsy
                  str(tmp_path / "audit"), "--quiet"])
     assert code == 0, capsys.readouterr().err
     verdict = read_json(tmp_path / "audit" / "verdict.json")
-    assert verdict["quadrant"] and verdict["models"]["unlearned"] == "unpact-test/tiny-unlearned"
+    # named with the commit it resolved to, which pins the same weights again
+    assert verdict["quadrant"] and verdict["models"]["unlearned"] == f"unpact-test/tiny-unlearned (commit {commit})"
     # the gold model was attacked: the attacks are calibrated against it
     assert (tmp_path / "audit" / "gold.json").is_file()
 

@@ -20,6 +20,7 @@ from ..config import StudyConfig, validate
 from ..data import Item
 from ..data.benchmarks.jsonl import split_file
 from ..errors import UnpactError
+from ..models import hub
 from ..models.client import is_served, public_url
 from ..models.hub import is_hub
 from ..models.registry import model_path, resolve_model
@@ -91,4 +92,10 @@ def run_audit(cfg: StudyConfig, out: Path, original: str | Path, unlearned: str 
 
 
 def _shown(ref: str | Path) -> str:
-    return public_url(str(ref)) if is_served(ref) else str(ref)
+    """A model as the verdict names it: a URL without credentials, a hub id with the commit it resolved to
+    (what pins the same weights again), else as given."""
+    if is_served(ref):
+        return public_url(str(ref))
+    if is_hub(ref) and (record := hub.resolved().get(str(hub.parse(ref)))):
+        return f"{ref} (commit {record['commit']})"
+    return str(ref)
