@@ -308,6 +308,20 @@ def test_attribute_command_on_a_hub_id(hf_cache, tiny_folder, capsys):
     assert all(isinstance(r["contribution"], float) for r in rows)
 
 
+def test_unlearn_command_on_a_hub_id(hf_cache, tiny_folder, tmp_path, capsys):
+    put_in_cache(hf_cache, REPO, tiny_folder)
+    items = builtin.generate(seed=0)
+    for split in ("forget", "retain"):
+        _write_rows(tmp_path / "data" / f"{split}.jsonl", [it.to_dict() for it in items[split][:4]])
+    code = main(["unlearn", "--model", f"hf://{REPO}", "--method", "GA", "--data", str(tmp_path / "data"),
+                 "--epochs", "1", "--out", str(tmp_path / "unlearned")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "unlearned" / "model.safetensors").is_file()
+    # the hub model's cached files are left as they were: the unlearned model is written to --out only
+    snapshot = model_path(f"hf://{REPO}")
+    assert (snapshot / "model.safetensors").read_bytes() == (tiny_folder / "model.safetensors").read_bytes()
+
+
 def test_study_with_hub_original_and_gold_records_commits(hf_cache, tiny_folder, tmp_path, capsys, monkeypatch):
     from unpact.config import GridConfig, from_dict, validate_grid
     from unpact.io import read_json

@@ -505,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("unlearn", help="unlearn the forget set from a model")
     s.add_argument("--model", type=Path, required=True, help="model folder to unlearn from (a `prepare` output "
-                                                              "or any causal LM folder)")
+                                                              "or any causal LM folder), a known name, or "
+                                                              "hf://ORG/NAME[@REVISION]")
     _lists(s.add_argument("--method", required=True,
                           help="unlearning method: %(names)s (`unpact methods` lists their hyper-parameters)"),
            ".unlearn", names="METHODS")
