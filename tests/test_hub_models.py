@@ -379,6 +379,22 @@ def test_audit_with_hub_ids_on_every_side(hf_cache, tiny_folder, tmp_path, capsy
     assert (tmp_path / "audit" / "gold.json").is_file()
 
 
+def test_recover_with_hub_ids(hf_cache, tiny_folder, tmp_path, capsys):
+    from unpact.io import read_json
+
+    for repo in (REPO, "unpact-test/tiny-unlearned", "unpact-test/tiny-gold"):
+        put_in_cache(hf_cache, repo, tiny_folder)
+    items = builtin.generate(seed=0)
+    for split in SPLITS:
+        _write_rows(tmp_path / "data" / f"{split}.jsonl", [it.to_dict() for it in items[split][:4]])
+    code = main(["recover", "--original", f"hf://{REPO}", "--model", "npo=unpact-test/tiny-unlearned",
+                 "--gold", "hf://unpact-test/tiny-gold", "--data", str(tmp_path / "data"), "--attacks", "paraphrase",
+                 "--out", str(tmp_path / "recover"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    metrics = read_json(tmp_path / "recover" / "metrics.json")
+    assert "npo" in metrics["methods"] and metrics["gold"] is not None
+
+
 def _yaml(tmp_path: Path, cfg) -> Path:
     import yaml
 

@@ -229,7 +229,7 @@ def cmd_unlearn(args) -> None:
     get_method(args.method, **hparams)  # fail on an unknown name or hyper-parameter before loading anything
     _check_training_flags(args)
     _out_dir("--out", args.out)
-    splits = _load_splits(args.model, args.data)
+    splits = _load_splits(Path(args.model), args.data)
     model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
                             device=distributed.device())
     _check_context(splits, prompt_format(tok), model, f"{args.data}: " if args.data else "")
@@ -304,7 +304,7 @@ def cmd_recover(args) -> None:
 
         validate(cfg)
     _out_dir("--out", args.out)
-    data = args.data or (args.original / "data")
+    data = args.data or (Path(args.original) / "data")
     if not data.is_dir():
         raise UnpactError(f"{data}: data folder not found; pass --data, a folder holding forget.jsonl, "
                           "retain.jsonl and utility.jsonl")
@@ -312,13 +312,13 @@ def cmd_recover(args) -> None:
     unlearned = {}
     for spec in args.model:
         name, sep, path = spec.partition("=")
-        unlearned[name if sep else Path(spec).name] = Path(path if sep else spec)
+        unlearned[name if sep else Path(spec).name] = path if sep else spec
     study = Study(cfg, args.out, _reporter(args), model_dir=args.original)
     if args.gold is not None:  # the attacks' control, as in a study (else: never-known retain items)
         from .models.hub import is_hub
         from .models.registry import resolve_model
 
-        study.gold_dir = resolve_model(args.gold) if is_hub(args.gold) else args.gold
+        study.gold_dir = resolve_model(args.gold) if is_hub(args.gold) else Path(args.gold)
     metrics = study.audit(splits, unlearned)
     print_summary(metrics)
     print(f"report: {args.out / 'report.html'}   metrics: {args.out / 'metrics.json'}")
@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_attribute)
 
     s = sub.add_parser("unlearn", help="unlearn the forget set from a model")
-    s.add_argument("--model", type=Path, required=True, help="model folder to unlearn from (a `prepare` output "
+    s.add_argument("--model", required=True, help="model folder to unlearn from (a `prepare` output "
                                                               "or any causal LM folder), a known name, or "
                                                               "hf://ORG/NAME[@REVISION]")
     _lists(s.add_argument("--method", required=True,
@@ -543,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_results)
 
     s = sub.add_parser("recover", help="attack already-unlearned models against their original")
-    s.add_argument("--original", type=Path, required=True, help="the model before unlearning (folder, known name "
+    s.add_argument("--original", required=True, help="the model before unlearning (folder, known name "
                                                                  "or hf://ORG/NAME[@REVISION])")
     s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
                    help="an unlearned model (repeatable)")
@@ -553,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("runs/recover"),
                    help="run directory (default runs/recover); rerun to resume")
     s.add_argument("--config", type=Path, help="study YAML whose recovery/attribution/evaluation sections to use")
-    s.add_argument("--gold", type=Path, metavar="DIR", help="a model trained without the forget items: every "
+    s.add_argument("--gold", metavar="MODEL", help="a model trained without the forget items: every "
                                                              "attack is read against it (default: against the "
                                                              "retain items the original model never answered)")
     _allow_pickle(s)

@@ -69,7 +69,8 @@ def parse(ref: str | Path | None) -> HubRef | None:
     """The hub model ``ref`` names, or None when it is a local folder, a known name, a URL or nothing.
 
     ``hf://ORG/NAME[@REV]`` always names the Hub (an ill-formed one is an error); a bare ``ORG/NAME`` only
-    when no such local folder exists."""
+    when it is text a user wrote (a `Path` is a folder unpact itself made or was given as one) and no such
+    local folder exists."""
     if ref is None:
         return None
     text = str(ref)
@@ -80,7 +81,7 @@ def parse(ref: str | Path | None) -> HubRef | None:
             raise UnpactError(f"{text}: not a Hugging Face model id; write hf://ORG/NAME or hf://ORG/NAME@REVISION")
         return HubRef(m["repo"], m["revision"])
     m = _ID.fullmatch(text)
-    if not m or ".." in text or "--" in m["repo"] or Path(text).exists():
+    if not isinstance(ref, str) or not m or ".." in text or "--" in m["repo"] or Path(text).exists():
         return None
     return HubRef(m["repo"], m["revision"], bare=True)
 
