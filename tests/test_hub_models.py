@@ -349,7 +349,7 @@ def test_study_with_hub_original_and_gold_records_commits(hf_cache, tiny_folder,
     # the gold model is measured (standard metrics) and attacked (the calibration control)
     assert group["gold"] is not None and "tofu" in group["gold"]["standard"]
     assert group["methods"]["GA"]["calibrated"]
-    assert commit in group["model"]["path"]
+    assert group["model"]["path"] == f"hf://{REPO} (commit {commit})"  # not the machine's cache folder
     capsys.readouterr()
     # the same study's dry run, from the cache: its one cell is done (same commit, same keys)
     assert main(["run", str(_yaml(tmp_path, cfg)), "--dry-run", "--out", str(tmp_path / "run")]) == 0

@@ -108,7 +108,7 @@ def shown(path: str | Path) -> str:
     """How a message names a model folder: a hub snapshot by its id and commit, anything else by its path."""
     for snap in _SNAPSHOTS.values():
         if Path(path) == snap.path:
-            return f"{snap.ref} (commit {snap.commit[:12]})"
+            return f"{snap.ref} (commit {snap.commit})"
     return str(path)
 
 

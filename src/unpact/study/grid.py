@@ -204,7 +204,7 @@ class Grid:
         study.prepare_gold(base)
         path = study.model_dir.resolve()
         # inside the run directory the path is relative, so the same study run elsewhere matches
-        shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else str(path)
+        shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else hub.shown(path)
         facts = model_facts({**info, "path": shown, "dtype": study.cfg.dtype})
         return {"study": study, "base": base, "model": facts, "computed": computed}
 
