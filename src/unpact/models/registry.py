@@ -93,14 +93,28 @@ def available_models() -> list[dict]:
 
 
 def model_path(name_or_path: str | Path) -> Path:
-    """Where ``name_or_path``'s weights are (or will be, once converted), without converting."""
+    """Where ``name_or_path``'s weights are (or will be, once converted), without converting or
+    downloading weights: a hub model's snapshot folder holds at least its config and tokenizer here
+    (fetched if need be, or from the cache offline), so prompts can be measured before weights arrive."""
+    from . import hub
+
+    if hub.is_hub(name_or_path):
+        return hub.snapshot(name_or_path, weights=False).path
     path = Path(name_or_path)
     return converted_dir(str(name_or_path)) if not path.is_dir() and str(name_or_path) in KNOWN else path
 
 
-def resolve_model(name_or_path: str | Path) -> Path:
-    """A model folder for ``name_or_path``: an existing folder as given, or a known model's converted
-    folder (converting it on first use). Anything else is returned unchanged for `load_model` to judge."""
+def resolve_model(name_or_path: str | Path, trust_remote_code: bool = False) -> Path:
+    """A model folder for ``name_or_path``: an existing folder as given, a known model's converted
+    folder (converting it on first use), or a Hugging Face Hub model's snapshot folder with its
+    safetensors weights (`hub.snapshot`: ``hf://ORG/NAME[@REV]``, or ``ORG/NAME`` that is no local
+    folder). Anything else is returned unchanged for `load_model` to judge."""
+    from . import hub
+
+    if hub.is_hub(name_or_path):
+        if distributed.world() > 1:  # downloaded once, by the main process; the others find it cached
+            return distributed.main_only(lambda: hub.snapshot(name_or_path, True, trust_remote_code).path)
+        return hub.snapshot(name_or_path, weights=True, trust_remote_code=trust_remote_code).path
     path = Path(name_or_path)
     if path.is_dir() or str(name_or_path) not in KNOWN:
         return path

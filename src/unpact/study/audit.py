@@ -20,8 +20,10 @@ from ..config import StudyConfig, validate
 from ..data import Item
 from ..data.benchmarks.jsonl import split_file
 from ..errors import UnpactError
+from ..models import hub
 from ..models.client import is_served, public_url
-from ..models.registry import model_path
+from ..models.hub import is_hub
+from ..models.registry import model_path, resolve_model
 from ..recovery import ATTACKS
 from ..report.audit import write_audit
 from .progress import Reporter
@@ -81,13 +83,19 @@ def run_audit(cfg: StudyConfig, out: Path, original: str | Path, unlearned: str 
     study = Study(cfg, out, reporter, model_dir=original, served=options)
     if gold is not None:  # a model that never saw the forget set: the attacks' control, as in a study
         if is_served(gold):
-            raise UnpactError(f"--gold {gold}: the gold model must be a local folder or known name (it is attacked "
-                              "through its weights too); download it or drop --gold")
-        study.gold_dir = model_path(gold)
+            raise UnpactError(f"--gold {gold}: the gold model must be a local folder, known name or hub id (it is "
+                              "attacked through its weights too); download it or drop --gold")
+        study.gold_dir = resolve_model(gold) if is_hub(gold) else model_path(gold)
     study.audit(splits, {UNLEARNED: unlearned})
     models = {"original": _shown(original), "unlearned": _shown(unlearned)}
     return write_audit(out, models)
 
 
 def _shown(ref: str | Path) -> str:
-    return public_url(str(ref)) if is_served(ref) else str(ref)
+    """A model as the verdict names it: a URL without credentials, a hub id with the commit it resolved to
+    (what pins the same weights again), else as given."""
+    if is_served(ref):
+        return public_url(str(ref))
+    if is_hub(ref) and (record := hub.resolved().get(str(hub.parse(ref)))):
+        return f"{ref} (commit {record['commit']})"
+    return str(ref)

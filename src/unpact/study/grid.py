@@ -25,13 +25,14 @@ from ..data import SPLITS, builtin
 from ..data.benchmarks import Benchmark, load_benchmark
 from ..errors import UnpactError
 from ..io import read_json, read_jsonl, remove_partial_writes, write_json, write_jsonl
+from ..models import hub
 from ..models.builtin import prepared_info
 from ..models.registry import model_path, resolve_model
 from ..recovery import AttackKey
 from ..report import render_report
 from ..report.console import format_rate
 from ..unlearn import UnlearnConfig
-from .manifest import manifest
+from .manifest import manifest, record_models
 from .progress import Reporter
 from .runner import Study, model_facts
 
@@ -66,6 +67,7 @@ class Grid:
     def __init__(self, cfg: GridConfig, out: str | Path, reporter: Reporter | None = None):
         self.cfg, self.out = cfg, Path(out)
         self.ui = reporter or Reporter(quiet=True)
+        self.manifest: dict = {}  # manifest.json of the current run (`run`)
 
     def cells(self) -> list[Cell]:
         """Every cell in run order: model, benchmark, seed, method."""
@@ -146,7 +148,8 @@ class Grid:
         remove_partial_writes(self.out)  # left by a run killed mid-write; never read, so only clutter
         write_json(self.out / "config.json", self.cfg.to_dict())
         previous = read_json(self.out / "manifest.json") if (self.out / "manifest.json").is_file() else None
-        write_json(self.out / "manifest.json", manifest(self.cfg.seeds, previous=previous))
+        self.manifest = manifest(self.cfg.seeds, previous=previous)
+        write_json(self.out / "manifest.json", self.manifest)
         timings_path = self.out / "timings.json"
         timings = read_json(timings_path) if timings_path.is_file() else {}
         timings.setdefault("cells", {})
@@ -185,8 +188,8 @@ class Grid:
     def _prepare_group(self, cell: Cell, timings: dict) -> dict:
         study = self._study(cell)
         self.ui.info(f"[bold]{cell.model.name} × {cell.benchmark.name}[/bold]")
-        if cell.model.path:
-            resolve_model(cell.model.path)  # a known model by name: converted from its wheel once
+        if cell.model.path:  # a known model by name: converted from its wheel once; a hub model: downloaded
+            resolve_model(cell.model.path, trust_remote_code=cell.model.trust_remote_code)
         info = study.prepare(self._benchmark(cell.benchmark), train=cell.model.builtin is not None)
         if cell.benchmark.forget_known:
             study.forget_known(cell.benchmark.forget_known, seed=self.cfg.seeds[0])
@@ -196,13 +199,24 @@ class Grid:
         computed = not study.base_cached()
         base = study.base()
         if cell.model.gold:
-            resolve_model(cell.model.gold)
+            resolve_model(cell.model.gold, trust_remote_code=cell.model.trust_remote_code)
+        self._record_hub_models(cell.model)
         study.prepare_gold(base)
         path = study.model_dir.resolve()
         # inside the run directory the path is relative, so the same study run elsewhere matches
-        shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else str(path)
+        shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else hub.shown(path)
         facts = model_facts({**info, "path": shown, "dtype": study.cfg.dtype})
         return {"study": study, "base": base, "model": facts, "computed": computed}
+
+    def _record_hub_models(self, model: ModelSpec) -> None:
+        """Add the commits that ``model``'s hub ids (original and gold) resolved to to manifest.json, so that
+        a rerun can pin exactly these weights (``hf://ORG/NAME@COMMIT``)."""
+        resolved = hub.resolved()
+        found = {role: resolved[str(hub.parse(ref))] for role, ref in (("path", model.path), ("gold", model.gold))
+                 if hub.is_hub(ref) and str(hub.parse(ref)) in resolved}
+        if found:
+            record_models(self.manifest, {model.name: found})
+            write_json(self.out / "manifest.json", self.manifest)
 
     def _run_cell(self, study: Study, cell: Cell, base: dict) -> tuple[dict, bool]:
         """The cell's metrics document, computed or (when finished with the same inputs) reused."""

@@ -10,13 +10,17 @@ from ..config import StudyConfig
 from ..data import SPLITS, Item
 from ..data.benchmarks import Benchmark
 from ..models.client import is_served
+from ..models.hub import is_hub
 from ..models.registry import resolve_model
 from .cache import digest
 
 
 def where(ref: str | Path) -> str:
-    """A model's identity in cache keys: its resolved folder, or its URL."""
-    return str(ref) if is_served(ref) else str(Path(ref).resolve())
+    """A model's identity in cache keys: its resolved folder (a hub model's snapshot folder, which is
+    named by its commit), or its URL."""
+    if is_served(ref):
+        return str(ref)
+    return str((resolve_model(ref) if is_hub(ref) else Path(ref)).resolve())
 
 
 class StudyKeys:

@@ -87,3 +87,12 @@ def manifest(seeds: list[int], argv: list[str] | None = None, previous: dict | N
     history = (previous or {}).get("history", []) + [entry]
     return {"seeds": seeds, "packages": package_versions(), "git": entry["git"], "host": host(),
             "started": now, "history": history}
+
+
+def record_models(doc: dict, models: dict[str, dict]) -> None:
+    """Record in a manifest ``doc`` the hub models this invocation used, by study model name: repository,
+    revision asked for and the commit it resolved to (`unpact.models.hub.Snapshot.record`). Kept per
+    invocation too, so a resumed run shows when the weights behind a branch changed."""
+    doc.setdefault("models", {}).update(models)
+    if doc.get("history"):
+        doc["history"][-1].setdefault("models", {}).update(models)

@@ -23,11 +23,12 @@ from ..data.benchmarks import Benchmark
 from ..data.chunks import raw_training_sets
 from ..evaluation.method_metrics import accuracy, method_metrics
 from ..io import write_atomic, write_json, write_jsonl
-from ..models import load_model, prompt_format
+from ..models import hub, load_model, prompt_format
 from ..models.builtin import builtin_tokenizer, context_for, prepare_builtin
 from ..models.client import is_served
+from ..models.hub import is_hub
 from ..models.loading import context_length, load_tokenizer, save_model
-from ..models.registry import model_path
+from ..models.registry import model_path, resolve_model
 from ..report import render_report
 from ..report.records import records
 from ..scoring import Scorer
@@ -61,6 +62,8 @@ class Study(StudyKeys, StudyAttacks):
         self.budgets: dict[str, int] = {}
         # the original model: a folder, or a URL (kept as a string: Path would fold its "//")
         self.model_dir = model_dir if is_served(model_dir) else Path(model_dir) if model_dir else self.out / "model"
+        if is_hub(model_dir):  # fetched now, at the start, and pinned to its commit (`hub`) for the run
+            self.model_dir = resolve_model(model_dir, trust_remote_code=trust_remote_code)
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -138,7 +141,8 @@ class Study(StudyKeys, StudyAttacks):
             scorer = self.open(self.model_dir)  # its template and tokenizer are the server's
             fmt, context, model = scorer.fmt, scorer.max_length, str(self.model_dir)
         elif (path := model_path(self.model_dir)).is_dir():
-            fmt, context, model = prompt_format(load_tokenizer(path, self.trust_remote_code)), context_length(path), str(path)
+            fmt, context, model = (prompt_format(load_tokenizer(path, self.trust_remote_code)), context_length(path),
+                                   hub.shown(path))
         else:
             return  # not converted or not there: loading it converts it, or says so
         self.budgets = lengths.answer_budgets(fmt, self.splits, self.cfg.generation)

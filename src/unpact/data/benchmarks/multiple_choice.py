@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ...errors import UnpactError
 from ..schema import Item, item_from_dict
-from .base import Benchmark, read_records, read_texts
+from .base import Benchmark, fetch_hub, read_records, read_texts
 
 LETTERS = ("A", "B", "C", "D")
 SPLIT_DIRS = {"dev": "dev", "val": "val", "validation": "val", "test": "test"}
@@ -45,10 +45,11 @@ def load_wmdp(path: Path, *, forget: Spec = "test", mmlu: str | Path | None = No
     """forget = the WMDP questions (cais/wmdp configs wmdp-bio/chem/cyber; a subset via ``forget`` as
     for MMLU). WMDP has no retain or utility questions of its own; its authors measure utility with
     MMLU, so retain (default dev) and utility (default test) come from the MMLU folder ``mmlu`` and are
-    empty without it. raw = the ``corpora/`` texts (cais/wmdp-corpora) when present."""
+    empty without it (``mmlu`` may be a hub id, ``hf://cais/mmlu``). raw = the ``corpora/`` texts (cais/wmdp-corpora) when present."""
     splits = _select(read_pools(path, "wmdp"), {"forget": forget}, path)
     if mmlu is not None:
-        mmlu = Path(mmlu)
+        # WMDP's utility set lives in another hub dataset (cais/mmlu), fetched into a folder as the benchmark is
+        mmlu = fetch_hub(str(mmlu).removeprefix("hf://"), hub_layout) if str(mmlu).startswith("hf://") else Path(mmlu)
         splits |= _select(read_pools(mmlu, "mmlu"), {"retain": "dev" if retain is None else retain,
                                                         "utility": "test" if utility is None else utility}, mmlu)
     elif retain is not None or utility is not None:
