@@ -91,6 +91,7 @@ class DirectionAblation(Attack):
     name = "direction_ablation"
     help = "project the forget-vs-retain mean difference out of the residual stream, then ask again"
     order = 9
+    default = False  # opt-in: configs/demo-all-attacks.yaml runs it (README: cost per cell)
     needs_weights = True
     needs = "edits the residual stream through forward hooks"
     channel = "hidden"

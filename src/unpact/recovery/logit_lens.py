@@ -76,6 +76,7 @@ class LogitLens(Attack):
     name = "logit_lens"
     help = "the answer's first-token rank at every layer (final norm + unembedding); found if a middle layer ranks it"
     order = 7
+    default = False  # opt-in: configs/demo-all-attacks.yaml runs it (README: cost per cell)
     needs_weights = True
     needs = "reads every layer's hidden states"
     channel = "hidden"

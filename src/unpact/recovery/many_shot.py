@@ -69,6 +69,7 @@ class ManyShot(Attack):
     name = "many_shot"
     help = "as many retain Q/A demonstrations as the context holds (and fixed k), recovery against k"
     order = 11
+    default = False  # opt-in: configs/demo-all-attacks.yaml runs it (README: cost per cell)
     Settings = ManyShotSettings
 
     length_advice = "use fewer demonstrations (recovery.many_shot_k)"

@@ -40,6 +40,7 @@ class Prefill(Attack):
     name = "prefill"
     help = "the answer starts with an affirmative prefix ('Sure, the answer is'), the model continues"
     order = 10
+    default = False  # opt-in: configs/demo-all-attacks.yaml runs it (README: cost per cell)
     Settings = PrefillSettings
 
     length_advice = "shorten recovery.prefill_chat / recovery.prefill_plain"

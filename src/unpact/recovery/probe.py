@@ -107,6 +107,7 @@ class Probe(Attack):
     name = "probe"
     help = "a logistic-regression probe on one layer's states, fit on retain, picks each forget item's answer"
     order = 8
+    default = False  # opt-in: configs/demo-all-attacks.yaml runs it (README: cost per cell)
     needs_weights = True
     needs = "reads the hidden states"
     channel = "probe"

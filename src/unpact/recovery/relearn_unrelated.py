@@ -34,6 +34,7 @@ class RelearnUnrelated(Attack):
     name = "relearn_unrelated"
     help = "a few fine-tuning steps on utility items (no forget-set facts), then ask again"
     order = 12
+    default = False  # opt-in: configs/demo-all-attacks.yaml runs it (README: cost per cell)
     changes_weights = True
     needs_weights = True
     channel = "weights"
