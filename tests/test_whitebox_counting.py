@@ -213,3 +213,31 @@ def test_a_probe_fit_on_retain_picks_the_planted_true_answers_and_the_gold_model
         (control,) = probe.run(context(Scorer(gold, fmt.tokenizer, fmt, batch_size=5), forget, retain),
                                settings).values()
         assert control.correct == [False, False, False]  # every candidate scores the same: a tie knows nothing
+
+
+# -- where it is still -----------------------------------------------------------------------------
+
+
+def test_where_it_is_still_takes_each_channels_strongest_calibrated_run_and_only_asking_recovers():
+    from unpact.evaluation.calibration import Calibrated
+    from unpact.evaluation.method_metrics import where_still
+    from unpact.report.records import outcome
+
+    runs = [Calibrated("sampling", 2, 20, 2, 20, GOLD),              # no better than the gold model
+            Calibrated("logit_lens", 12, 20, 1, 20, GOLD),           # hidden: +55%, interval above 0
+            Calibrated("direction_ablation", 3, 20, 0, 20, GOLD),    # hidden too, weaker
+            Calibrated("quantize_int4_g32", 4, 20, 3, 20, GOLD),
+            Calibrated("quantize_int8", 1, 20, 0, 20, GOLD)]
+    where = where_still(runs, n_known=24, n_still_answered=4)
+    assert where["output"] == {"hits": 4, "n": 24, "rate": 4 / 24, "still": True}
+    assert where["hidden"]["attack"] == "logit_lens" and where["hidden"]["still"]
+    assert where["hidden"]["calibrated"] == pytest.approx(0.55)
+    assert where["sampling"]["attack"] == "sampling" and not where["sampling"]["still"]
+    assert where["weights"]["attack"] == "quantize_int4_g32" and not where["weights"]["still"]
+    assert where["probe"] is None and where["rewrite"] is None  # not run
+    # a forgotten item that only the logit lens finds is still forgotten for the records
+    lens_only = {"logit_lens": {"correct": True, "changes_weights": False, "channel": "hidden"},
+                 "sampling": {"correct": False, "changes_weights": False, "channel": "sampling"}}
+    assert outcome(True, False, lens_only) == "forgotten"
+    lens_only["sampling"]["correct"] = True
+    assert outcome(True, False, lens_only) == "recovered"
