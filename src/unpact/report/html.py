@@ -363,16 +363,16 @@ def _where_still_view(where: dict | None) -> list[dict]:
     """The "where it is still" row as table rows, one per channel (`method_metrics.where_still`)."""
     rows = []
     for channel, c in (where or {}).items():
-        if c is None:
-            rows.append({"channel": channel, "missing": "not run"})
-        elif channel == "output":
-            rows.append({"channel": channel, "attack": None, "missing": "asked plainly", "rate": c.get("rate"),
-                         "still": c.get("still")})
-        else:
+        # every key in every row: the template is rendered with StrictUndefined
+        row = {"channel": channel, "attack": None, "missing": "not run", "rate": None, "control": None,
+               "calibrated": None, "ci95": "", "still": False}
+        if c is not None and channel == "output":
+            row.update(missing="asked plainly", rate=c.get("rate"), still=bool(c.get("still")))
+        elif c is not None:
             ci = c.get("ci95")
-            rows.append({"channel": channel, "attack": attack_label(c["attack"]), "rate": c.get("rate"),
-                         "control": c.get("control"), "calibrated": c.get("calibrated"),
-                         "ci95": format_interval(ci) if ci else "", "still": c.get("still")})
+            row.update(attack=attack_label(c["attack"]), rate=c.get("rate"), control=c.get("control"),
+                       calibrated=c.get("calibrated"), ci95=format_interval(ci) if ci else "", still=bool(c.get("still")))
+        rows.append(row)
     return rows
 
 
