@@ -14,7 +14,7 @@ from unpact.cli import main
 from unpact.config import RecoveryConfig, StudyConfig, from_dict, validate
 from unpact.errors import UnpactError
 from unpact.recovery import ATTACKS, Attack, AttackContext, AttackKey, AttackRun, register
-from unpact.recovery.base import NoSettings, settings_of
+from unpact.recovery.base import CHANNELS, NoSettings, settings_of
 from unpact.study import Study
 from unpact.study.audit import DEFAULT_ATTACKS, PROMPT_ATTACKS, WEIGHT_ATTACKS
 
@@ -22,7 +22,8 @@ from unpact.study.audit import DEFAULT_ATTACKS, PROMPT_ATTACKS, WEIGHT_ATTACKS
 NAMES = ["focus_on_key:instruction", "focus_on_key_self:mark", "focus_on_key_heuristic:repeat_keywords",
          "placebo:instruction", "placebo_low:instruction", "focus_on_key:instruction:retain",
          "focus_on_key:mark:utility", "sampling", "paraphrase", "few_shot", "quantize_int8", "quantize_int4",
-         "relearn", "repeat"]
+         "relearn", "repeat", "quantize_int4_g32", "quantize_int4_g128", "logit_lens", "probe",
+         "direction_ablation", "prefill", "many_shot_k16", "many_shot_max", "relearn_unrelated"]
 
 
 def test_every_attack_declares_what_the_rest_of_unpact_derives_from_it():
@@ -38,7 +39,9 @@ def test_every_attack_declares_what_the_rest_of_unpact_derives_from_it():
             assert f.metadata.get("help"), f"{name}.{f.name} has no help line"
             assert attack.config_prefix() + f.name in fields  # every setting is a config key
     assert set(PROMPT_ATTACKS) | set(WEIGHT_ATTACKS) == set(ATTACKS.selectable())
-    assert set(WEIGHT_ATTACKS) == {"quantize", "relearn"} and "repeat" not in DEFAULT_ATTACKS
+    assert set(WEIGHT_ATTACKS) == {"quantize", "relearn", "relearn_unrelated", "logit_lens", "probe",
+                                   "direction_ablation"} and "repeat" not in DEFAULT_ATTACKS
+    assert {a.channel for a in ATTACKS.values()} == set(CHANNELS) - {"output"}  # every channel has an attack
     assert RecoveryConfig().attacks == ["sampling", "paraphrase", "few_shot", "quantize", "relearn"]
 
 
@@ -47,7 +50,7 @@ def test_result_names_parse_to_typed_keys_and_back(name):
     key = AttackKey.parse(name)
     assert key.attack in ATTACKS and key.name == name
     assert key.is_placebo == name.startswith("placebo")
-    assert key.changes_weights == (key.attack in ("quantize", "relearn"))
+    assert key.changes_weights == (key.attack in ("quantize", "relearn", "relearn_unrelated"))
 
 
 def test_typed_keys_carry_what_the_name_grammar_held():
@@ -55,6 +58,9 @@ def test_typed_keys_carry_what_the_name_grammar_held():
     assert AttackKey.parse("placebo_low:instruction").keywords == "placebo_low"
     assert AttackKey.parse("focus_on_key:mark:utility").split == "utility"
     assert AttackKey.parse("quantize_int4") == AttackKey("quantize", "int4")
+    assert AttackKey.parse("quantize_int4_g64") == AttackKey("quantize", "int4_g64")
+    assert AttackKey.parse("many_shot_max") == AttackKey("many_shot", "max")
+    assert AttackKey.parse("relearn_unrelated") == AttackKey("relearn_unrelated")  # not a variant of relearn
 
 
 def test_an_unknown_result_name_or_attack_is_one_line_naming_the_known_ones():
@@ -70,6 +76,13 @@ def test_an_unknown_result_name_or_attack_is_one_line_naming_the_known_ones():
     ({"quantize_bits": [8, 3]}, r"recovery\.quantize_bits\[1\]: 3 is invalid; use 8 or 4"),
     ({"sampling_n": 0}, r"recovery\.sampling_n: 0 is invalid; use at least 1 sample"),
     ({"repeat_times": 1}, r"recovery\.repeat_times: 1 is invalid; use at least 2"),
+    ({"quantize_groups": [32, 0]}, r"recovery\.quantize_groups\[1\]: 0 is invalid; use a group size ≥ 1"),
+    ({"logit_lens_rank": 0}, r"recovery\.logit_lens_rank: 0 is invalid; use a rank of at least 1"),
+    ({"probe_layer": -2}, r"recovery\.probe_layer: -2 is invalid; use a layer index ≥ 0, or -1"),
+    ({"probe_c": 0}, r"recovery\.probe_c: 0.0 is invalid; use a positive value"),
+    ({"direction_ablation_layer": -3}, r"recovery\.direction_ablation_layer: -3 is invalid"),
+    ({"prefill_plain": " "}, r"recovery\.prefill_plain: ' ' is invalid; use a non-empty prefix"),
+    ({"many_shot_k": [16, -1]}, r"recovery\.many_shot_k\[1\]: -1 is invalid; use a count ≥ 1, or 0"),
     ({"styles": ["shout"]}, r"recovery\.styles\[0\]: 'shout' is invalid; choose from instruction"),
 ])
 def test_settings_are_checked_from_their_declarations(recovery, message):

@@ -172,7 +172,11 @@ def test_audit_with_an_unreachable_server_is_one_error_line(tiny, tmp_path, caps
     assert "--forget" in err and "missing.jsonl: file not found" in err
     argv_weights = argv + ["--attacks", "relearn"]
     assert main(argv_weights) == 2
-    assert "relearn change the weights, which a served model does not give" in capsys.readouterr().err
+    assert "attack relearn changes the weights, which a served model does not give" in capsys.readouterr().err
+    assert main(argv + ["--attacks", "sampling,logit_lens,probe"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "attack logit_lens reads every layer's hidden states; attack probe reads the hidden " \
+        "states, which a served model does not give; use --attacks with sampling" in err[0]
 
 
 def test_commands_that_need_weights_refuse_a_url_in_one_line(tmp_path, capsys):

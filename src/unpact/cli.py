@@ -423,9 +423,10 @@ def cmd_attacks(args) -> None:
     from .recovery import ATTACKS
 
     for name, attack in ATTACKS.items():
-        kind = "weight attack" if attack.changes_weights else "prompt attack"
+        kind = ("weight attack" if attack.changes_weights else f"white-box: {attack.needs}" if attack.needs_weights
+                else "prompt attack")
         when = "always runs" if attack.always else "default" if attack.default else "on request"
-        print(f"{name:12s} {attack.help}  [{kind}; {when}; control: {attack.control}]")
+        print(f"{name:12s} {attack.help}  [{kind}; channel {attack.channel}; {when}; control: {attack.control}]")
         for f in dataclasses.fields(attack.Settings):
             print(f"{'':12s}   recovery.{attack.config_prefix()}{f.name} = {f.default if f.default_factory is dataclasses.MISSING else f.default_factory()!r}: {f.metadata.get('help', '')}")
 
@@ -599,9 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "every attack is read against it (default: against the retain "
                                                   "items the original model never answered)")
     _lists(s.add_argument("--attacks", help="comma-separated attacks beside FocusOnKey: prompt attacks %(prompt)s "
-                                            "(default %(defaults)s), weight attacks %(weight)s (only when both "
-                                            "models are local)"), ".study.audit", prompt="PROMPT_ATTACKS",
-           weight="WEIGHT_ATTACKS", defaults="DEFAULT_ATTACKS")
+                                            "(default %(defaults)s), white-box attacks %(weight)s (weights or "
+                                            "hidden states; only when both models are local)"), ".study.audit",
+           prompt="PROMPT_ATTACKS", weight="WEIGHT_ATTACKS", defaults="DEFAULT_ATTACKS")
     s.add_argument("--out", type=Path, default=Path("runs/audit"), help="run directory (rerun to resume)")
     s.add_argument("--config", type=Path, help="study YAML whose recovery/attribution/evaluation sections to use")
     _served_flags(s)

@@ -603,6 +603,38 @@ class Scorer(ScoringBackend):
                           use_cache=True, logits_to_keep=logits_to_keep).logits
 
     @torch.no_grad()
+    def last_states(self, seqs: Sequence[Sequence[int]],
+                    read: Callable[[list[int], list[torch.Tensor], torch.Tensor], Sequence[R]] | None = None) -> list:
+        """What the model holds at the last token of every sequence, one result per sequence.
+
+        seqs: [N] token id lists, run in the scorer's length-bucketed, left-padded batches (`pack`), so
+        every sequence's last token sits at the batch's last position. ``read(idx, hidden, logits)``
+        gets per batch of B rows the sequences' indices ``idx`` [B], ``hidden``, the residual stream at
+        that position after the embeddings and after each of the L blocks (Hugging Face's ``output_hidden_states``: L + 1 tensors [B, H], the
+        last one with the model's final norm applied where the model applies it there), and ``logits``
+        [B, V], and returns one value per row: the white-box attacks reduce a batch to what they keep
+        (ranks, one layer's state) before the next one runs. Default: the hidden states as a float32
+        array [L + 1, H] per sequence.
+        """
+        lengths = [len(s) for s in seqs]
+        for i, n in enumerate(lengths):
+            self.check_length(n, f"sequence #{i}")
+
+        def stacked(idx: list[int], hidden: list[torch.Tensor], logits: torch.Tensor) -> list[np.ndarray]:
+            return list(torch.stack(hidden, 1).float().cpu().numpy())
+
+        read = read or stacked
+
+        def run(idx: list[int]) -> Sequence:
+            batch = pack([seqs[i] for i in idx], [[] for _ in idx], self.pad_id).to(self.device)
+            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             position_ids=batch.position_ids, output_hidden_states=True, use_cache=False,
+                             logits_to_keep=1)
+            return read(idx, [h[:, -1, :] for h in out.hidden_states], out.logits[:, -1, :])
+
+        return self._map_batches(len(seqs), lambda share: _bucketed(share, lengths, self.batch_size), run)
+
+    @torch.no_grad()
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None,
                      raw: bool = False) -> list[str]:
         """Greedy continuations of prompt ids, cut at the end of the answer line (``raw``: uncut).

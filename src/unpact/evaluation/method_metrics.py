@@ -14,7 +14,8 @@ import numpy as np
 
 from ..attribution import aggregate, penalisation_profile, track
 from ..data import SPLITS
-from ..recovery import AttackKey
+from ..recovery import ATTACKS, AttackKey
+from ..recovery.base import CHANNELS
 from .calibration import Calibrated, calibrate, strongest, verdict_note
 from .quadrant import quadrant
 from .rates import destructive_rate, forget_efficacy, recovery_rate, wilson_interval
@@ -95,6 +96,53 @@ def keyword_specificity(base: dict, result: dict) -> dict[str, dict]:
     return out
 
 
+def where_still(attacks: list[Calibrated], n_known: int, n_still_answered: int) -> dict[str, dict | None]:
+    """The "where it is still" row: per channel (`unpact.recovery.base.CHANNELS`), the evidence that
+    the forgotten facts are still in the model through it.
+
+    ``output``: the known forget items the unlearned model still answers plainly (``n_still_answered``
+    of ``n_known``). Every other channel: its strongest calibrated run (`calibration.strongest` among
+    the runs of the attacks declaring that channel), with ``still`` true when its 95% interval lies
+    above 0 (the channel brings back more than the same attack where the knowledge is absent, beyond
+    chance); None where no attack of the channel ran."""
+    out: dict[str, dict | None] = {
+        "output": {"hits": n_still_answered, "n": n_known,
+                   "rate": n_still_answered / n_known if n_known else None, "still": n_still_answered > 0}}
+    for channel in list(CHANNELS)[1:]:
+        best = strongest([c for c in attacks if ATTACKS[AttackKey.parse(c.attack).attack].channel == channel])
+        if best is None:
+            out[channel] = None
+            continue
+        ci = best.ci95
+        out[channel] = {**best.to_dict(), "still": bool(ci is not None and ci[0] > 0)}
+    return out
+
+
+def layer_profile(result: dict, forgotten: np.ndarray, control: dict | None) -> dict | None:
+    """The logit lens's layer profile (`unpact.recovery.logit_lens`): per layer 1 … L, the median rank
+    and mean log-probability of the gold answer's first token over the forgotten items, and the same
+    over the control's items (the gold model's forget items it does not answer, or the never-known
+    items) where the control kept its details. None when the logit lens did not run."""
+    entry = result["attacks"].get("logit_lens")
+    if not entry or not entry.get("details"):
+        return None
+
+    def profile(details: dict, rows: np.ndarray) -> dict:
+        ranks, lps = np.array(details["ranks"])[rows], np.array(details["logprobs"])[rows]
+        if not len(ranks):
+            return {"n": 0, "median_rank": None, "mean_logprob": None}
+        return {"n": int(len(ranks)), "median_rank": np.median(ranks, 0).tolist(),
+                "mean_logprob": np.round(lps.mean(0), 4).tolist()}
+
+    d = entry["details"]
+    out = {"layers": d["layers"], "rank_threshold": d["rank_threshold"], "forgotten": profile(d, forgotten)}
+    theirs = ((control or {}).get("details") or {}).get("logit_lens")
+    if theirs:
+        rows = np.asarray(control.get("known", [True] * len(theirs["ranks"])), bool)
+        out["control"] = {"kind": control["kind"], **profile(theirs, rows)}
+    return out
+
+
 def method_metrics(base: dict, result: dict, *, recovery_threshold: float, destructive_threshold: float,
                    alpha: float, beta: int, standard: dict | None, control: dict | None = None) -> dict:
     """The metrics.json entry of one unlearned model; ``standard`` are its benchmark metrics
@@ -121,6 +169,8 @@ def method_metrics(base: dict, result: dict, *, recovery_threshold: float, destr
         "recovery_rate": rates, "recovery_ci95": interval, "recovery_excess": excess,
         "calibrated": {c.attack: c.to_dict() for c in attacks},
         "strongest_attack": None if best is None else {**best.to_dict(), "note": verdict_note(best, recovery_threshold)},
+        "layer_profile": layer_profile(result, known & ~ca["forget"].astype(bool), control),
+        "where_still": where_still(attacks, int(known.sum()), int((known & ca["forget"].astype(bool)).sum())),
         "keyword_specificity": keyword_specificity(base, result),
         "rewrite_control": rewrite_control(base, result),
         "mia_auc": result.get("mia_auc"),

@@ -73,12 +73,19 @@ class AttackRun:
 
     ``samples`` ([N][n]) for an attack that draws several answers per prompt: the item counts as
     recovered if any is correct, and ``answers`` holds the first non-empty one. ``keywords`` ([N][k])
-    for the runs that emphasise words."""
+    for the runs that emphasise words.
+
+    ``correct`` ([N] bool) for a white-box reading whose evidence is not a generated answer (the logit
+    lens's layer ranks, a probe's choice among candidates): the attack judges each item itself and
+    ``answers`` says in words what it found. ``details``: per-run figures kept with the result (a
+    layer profile, the k of each many-shot prompt), JSON-ready."""
 
     prompts: list[str]
     answers: list[str]
     samples: list[list[str]] | None = None
     keywords: list[list[str]] | None = None
+    correct: list[bool] | None = None
+    details: dict | None = None
 
 
 @dataclass
@@ -132,6 +139,12 @@ class Attack:
     order: ClassVar[int]
     changes_weights: ClassVar[bool] = False
     needs_weights: ClassVar[bool] = False  # white-box: a served model cannot be attacked this way
+    # What a white-box attack needs that a served model does not give, in a few words (the audit's
+    # refusal names it): "changes the weights", "reads every layer's hidden states".
+    needs: ClassVar[str] = "changes the weights"
+    # Where a recovery by this attack says the fact still is (the report's "where it is still" row):
+    # one of `CHANNELS`.
+    channel: ClassVar[str] = "rewrite"
     # Runs in every study whatever ``recovery.attacks`` lists (the unPact attack itself).
     always: ClassVar[bool] = False
     # In ``recovery.attacks`` unless a config lists its own.
@@ -182,6 +195,13 @@ class Attack:
         yield "forget", ctx.questions
 
 
+# The channels an attack can bring a fact back through, in the order the report shows them. "output"
+# is the unlearned model asked plainly; every attack declares one of the others.
+CHANNELS = {"output": "the plain answer", "rewrite": "a rewritten or prefixed prompt",
+            "sampling": "sampled answers", "hidden": "hidden layers (logit lens, direction ablation)",
+            "probe": "a linear probe on hidden states", "weights": "changed weights (quantisation, relearning)"}
+
+
 class AttackRegistry(Registry[Attack]):
     """The registered attacks by name, in run order (their declared ``order``, not import order)."""
 
@@ -204,6 +224,8 @@ def register(cls: type[Attack]) -> type[Attack]:
     """Class decorator: make an attack known to studies, audits, configs, reports and the CLI."""
     if not dataclasses.is_dataclass(cls.Settings):
         raise TypeError(f"attack {cls.name}: Settings must be a dataclass")
+    if cls.channel not in CHANNELS or cls.channel == "output":
+        raise TypeError(f"attack {cls.name}: channel {cls.channel!r} is not one of {', '.join(list(CHANNELS)[1:])}")
     ATTACKS.add(cls.name, cls(), help=cls.help)
     return cls
 
@@ -237,7 +259,10 @@ def check_settings(recovery: Any, fail: Callable[[str, Any, str], None]) -> None
 
 def judge(run: AttackRun, items: Sequence[Item], threshold: float) -> np.ndarray:
     """Boolean [N]: did the run recover each item's answer (any of its samples, where it sampled),
-    by the one correctness rule (`unpact.evaluation.correctness`)."""
+    by the one correctness rule (`unpact.evaluation.correctness`); a white-box run that judged its
+    items itself (``run.correct``) keeps its own judgement."""
+    if run.correct is not None:
+        return np.asarray(run.correct, dtype=bool)
     if run.samples is not None:
         return any_correct(run.samples, items, threshold)
     return item_correctness(run.answers, items, threshold)

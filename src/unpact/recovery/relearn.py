@@ -100,6 +100,7 @@ class Relearn(Attack):
     order = 5
     changes_weights = True
     needs_weights = True
+    channel = "weights"
     Settings = RelearnSettings
 
     def run(self, ctx: AttackContext, settings: RelearnSettings) -> dict[AttackKey, AttackRun]:

@@ -58,6 +58,7 @@ class Sampling(Attack):
     name = "sampling"
     help = "n sampled answers per forgotten question, recovered if any is correct"
     order = 1
+    channel = "sampling"
     Settings = SamplingSettings
 
     def run(self, ctx: AttackContext, settings: SamplingSettings) -> dict[AttackKey, AttackRun]:

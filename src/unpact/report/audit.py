@@ -20,6 +20,7 @@ from ..io import read_json, read_jsonl, write_atomic, write_json
 from ..recovery import AttackKey
 from .console import attack_label, format_rate
 from .heatmap import HEATMAP_CSS, shared_scale, token_heatmap_html
+from .records import PROMPT_CHANNELS
 
 UNLEARNED = "unlearned"
 
@@ -78,7 +79,8 @@ def verdict(metrics: dict, records: list[dict], models: dict) -> dict:
             continue
         hits = [{"attack": name, "label": attack_label(name), "prompt": a["prompt"], "answer": a["answer"]}
                 for name, a in (r.get("attacks") or {}).items()
-                if a.get("correct") and not AttackKey.parse(name).is_placebo and not a.get("changes_weights")]
+                if a.get("correct") and not AttackKey.parse(name).is_placebo and not a.get("changes_weights")
+                and a.get("channel", "rewrite") in PROMPT_CHANNELS]
         evidence.append({"item_id": r["item_id"], "question": r["question"], "gold": r["gold"],
                          "answer_before": r["answer_before"], "answer_after": r["answer_after"], "recovered_by": hits,
                          "tokens": r.get("tokens"), "contrib_before": r.get("contrib_before"),
@@ -96,6 +98,7 @@ def verdict(metrics: dict, records: list[dict], models: dict) -> dict:
         "recovery": _attack_rows(m),
         "strongest_attack": best, "strongest_attack_evidence": value,
         "calibrated": m.get("calibrated"), "keyword_specificity": m.get("keyword_specificity"),
+        "where_still": m.get("where_still"), "layer_profile": m.get("layer_profile"),
         "utility": {"destructive_rate": m.get("destructive_rate"),
                     "destructive_rate_by_split": m.get("destructive_rate_by_split"),
                     "accuracy_before": accuracy_before, "accuracy_after": m.get("accuracy")},

@@ -19,6 +19,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from ..recovery.base import CHANNELS
 from .heatmap import colour, shared_scale, split_leading_space, text_colour, validate_heatmap
 
 MISSING = "–"  # shown wherever metrics.json has null (e.g. a rate over zero forgotten items)
@@ -260,6 +261,41 @@ def print_summary(metrics: dict, console: Console | None = None) -> None:
             console = Console(width=UNKNOWN_WIDTH)
     for table in summary_tables(metrics, console.width):
         console.print(table)
+    header, rows = where_still_rows(metrics)
+    if rows:
+        table = Table(*header, title="Where it is still", caption="output: share of known forget items still answered "
+                      "plainly; others: the channel's strongest calibrated recovery (recovery − control), * where its "
+                      "95% interval is above 0; — not run", caption_justify="left")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def where_still_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """The "where it is still" row of every method (`unpact.evaluation.method_metrics.where_still`) as
+    display strings: (header, rows); no rows when no method has one (results from before it)."""
+    channels = list(CHANNELS)
+    rows = []
+    groups = metric_groups(metrics)
+    for group in groups:
+        for name, method in (group.get("methods") or {}).items():
+            if len(groups) > 1:  # a grid: every cell's row says which model and benchmark it is
+                name = f"{group.get('model_name') or MISSING}/{group.get('benchmark') or MISSING}/{name}"
+            where = method.get("where_still")
+            if not where:
+                continue
+            cells = []
+            for channel in channels:
+                c = where.get(channel)
+                if c is None:
+                    cells.append(MISSING)
+                elif channel == "output":
+                    cells.append(format_rate(c.get("rate")))
+                else:
+                    mark = "*" if c.get("still") else ""
+                    cells.append(f"{format_signed(c.get('calibrated'))}{mark} {attack_label(c['attack'])}")
+            rows.append([name, *cells])
+    return ["Method", *channels], rows
 
 
 def token_heatmap_text(

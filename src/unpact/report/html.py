@@ -359,6 +359,23 @@ def _recovery_view(metrics: dict, thresholds: dict) -> list[dict]:
     return sorted(rows, key=lambda r: not r["strongest"])
 
 
+def _where_still_view(where: dict | None) -> list[dict]:
+    """The "where it is still" row as table rows, one per channel (`method_metrics.where_still`)."""
+    rows = []
+    for channel, c in (where or {}).items():
+        # every key in every row: the template is rendered with StrictUndefined
+        row = {"channel": channel, "attack": None, "missing": "not run", "rate": None, "control": None,
+               "calibrated": None, "ci95": "", "still": False}
+        if c is not None and channel == "output":
+            row.update(missing="asked plainly", rate=c.get("rate"), still=bool(c.get("still")))
+        elif c is not None:
+            ci = c.get("ci95")
+            row.update(attack=attack_label(c["attack"]), rate=c.get("rate"), control=c.get("control"),
+                       calibrated=c.get("calibrated"), ci95=format_interval(ci) if ci else "", still=bool(c.get("still")))
+        rows.append(row)
+    return rows
+
+
 def _group_by_method(records: list[dict], method_metrics: dict) -> dict[str, list[dict]]:
     """Records per method: methods in metrics.json order first, then any only seen in the records."""
     groups: dict[str, list[dict]] = {name: [] for name in method_metrics}
@@ -393,6 +410,8 @@ def _method_view(
         "destructive_by_split": metrics.get("destructive_rate_by_split") or {},
         "accuracy": metrics.get("accuracy") or {},
         "recovery": _recovery_view(metrics, thresholds),
+        "where_still": _where_still_view(metrics.get("where_still")),
+        "layer_profile": metrics.get("layer_profile"),
         "strongest": metrics.get("strongest_attack") or {},
         "rewrite_control": control,
         "tracking": _tracking_pairs(metrics.get("tracking")),

@@ -7,7 +7,10 @@ import numpy as np
 
 from ..attribution import track
 from ..data import SPLITS, Item
-from ..recovery import AttackKey
+from ..recovery import ATTACKS, AttackKey
+
+# the channels that reach the fact by asking (`unpact.recovery.base.CHANNELS`)
+PROMPT_CHANNELS = ("rewrite", "sampling")
 
 
 def _attacks_of_item(result: dict, i: int) -> dict[str, dict]:
@@ -18,14 +21,16 @@ def _attacks_of_item(result: dict, i: int) -> dict[str, dict]:
         key = AttackKey.parse(name)
         if key.split == "forget":
             out[name] = {"prompt": run["prompts"][i], "answer": run["answers"][i], "correct": bool(run["correct"][i]),
-                         "changes_weights": key.changes_weights}
+                         "changes_weights": key.changes_weights, "channel": ATTACKS[key.attack].channel}
     return out
 
 
 def outcome(before_ok: bool, after_ok: bool, attacks: dict | None = None) -> str:
     """What happened to one item: not_known, kept, destroyed (retain/utility), recovered or forgotten.
 
-    "recovered" means without touching the weights: a prompt attack other than a placebo answered it."""
+    "recovered" means through the prompt alone: a prompt attack other than a placebo answered it. A
+    weight attack's answer, or a white-box reading (logit lens, probe, direction ablation), says the
+    fact is still in the model, not that asking brings it back."""
     if not before_ok:
         return "not_known"
     if after_ok:
@@ -33,7 +38,8 @@ def outcome(before_ok: bool, after_ok: bool, attacks: dict | None = None) -> str
     if attacks is None:
         return "destroyed"
     recovered = any(v["correct"] for k, v in attacks.items()
-                    if not AttackKey.parse(k).is_placebo and not v["changes_weights"])
+                    if not AttackKey.parse(k).is_placebo and not v["changes_weights"]
+                    and v.get("channel", "rewrite") in PROMPT_CHANNELS)
     return "recovered" if recovered else "forgotten"
 
 

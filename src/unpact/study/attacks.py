@@ -4,6 +4,7 @@ facts the original model never knew."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 from ..config import StudyConfig
@@ -33,11 +34,17 @@ class StudyAttacks:
         for attack in ATTACKS.values():
             if not (attack.always or attack.name in r.attacks):
                 continue
-            for key, run in attack.run(ctx, settings_of(attack, r)).items():
+            t0 = time.perf_counter()
+            runs = attack.run(ctx, settings_of(attack, r))
+            # what the attack cost on this model, shared among its runs (kept with the result, never a
+            # metric: it differs run to run); the README's cost per attack is read from it
+            seconds = round((time.perf_counter() - t0) / max(1, len(runs)), 3)
+            for key, run in runs.items():
                 items = splits[key.split]
                 entry = {k: v for k, v in asdict(run).items() if v is not None}
                 entry["correct"] = judge(run, items, self.cfg.evaluation.rouge_threshold).tolist()
                 entry["answers"] = shown_answers(run, items, self.cfg.evaluation.rouge_threshold)
+                entry["seconds"] = seconds
                 out[key.name] = entry
         return out
 
@@ -64,12 +71,16 @@ class StudyAttacks:
         def forget_runs(attacks: dict) -> dict[str, list]:
             return {n: e["correct"] for n, e in attacks.items() if AttackKey.parse(n).split == "forget"}
 
+        def details(attacks: dict) -> dict[str, dict]:  # what a white-box reading kept (the lens's profile)
+            return {n: e["details"] for n, e in attacks.items() if e.get("details")}
+
         if self.gold and "attacks" in self.gold:
             # counted as recovery is: on the facts the original knew and this model does not answer
             # plainly, so a fact the gold model happens to answer unasked is not an attack's hit
             plain = zip(base["answers"]["forget"]["correct"], self.gold["answers"]["forget"]["correct"], strict=True)
             return {"kind": GOLD, "known": [bool(k and not g) for k, g in plain],
-                    "attacks": forget_runs(self.gold["attacks"])}
+                    "attacks": forget_runs(self.gold["attacks"]), "details": details(self.gold["attacks"])}
         if result.get("never_known"):
-            return {"kind": NEVER_KNOWN, "attacks": forget_runs(result["never_known"])}
+            return {"kind": NEVER_KNOWN, "attacks": forget_runs(result["never_known"]),
+                    "details": details(result["never_known"])}
         return None

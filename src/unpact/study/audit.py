@@ -8,8 +8,9 @@ the user's forget (and retain/utility) items with the study's own stages and met
 
 Only what needs nothing but log-probabilities and generation runs, so either model may sit behind an
 OpenAI-compatible endpoint: the attacks are FocusOnKey (oracle, self and heuristic keywords, two
-placebos) and the prompt-only baselines (sampling, paraphrase, few-shot); weight attacks are refused
-for a served model.
+placebos) and the prompt-only attacks (sampling, paraphrase, few-shot, prefill, many-shot); the
+white-box ones — weight attacks, and the logit lens, probe and direction ablation, which read or edit
+the hidden states — are refused for a served model, in one line naming what each needs.
 """
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ PROMPT_ATTACKS = tuple(n for n in ATTACKS.selectable() if not ATTACKS[n].needs_w
 WEIGHT_ATTACKS = tuple(n for n in ATTACKS.selectable() if ATTACKS[n].needs_weights)
 DEFAULT_ATTACKS = tuple(n for n in PROMPT_ATTACKS if n in ATTACKS.defaults())  # what an audit runs unless told
 UNLEARNED = "unlearned"  # the audited model's name in metrics.json and records.jsonl
+
+
+def white_box(names: list[str]) -> str:
+    """What the white-box attacks ``names`` need, grouped by need: "attacks quantize, relearn change the
+    weights; logit_lens reads every layer's hidden states" (the audit's refusal for a served model)."""
+    by_need: dict[str, list[str]] = {}
+    for n in names:
+        by_need.setdefault(ATTACKS[n].needs, []).append(n)
+    parts = []
+    for need, group in by_need.items():
+        if need == "changes the weights":  # the plural reads "attacks quantize, relearn change the weights"
+            need = "change the weights" if len(group) > 1 else need
+        elif len(group) > 1:
+            need = need.replace("reads", "read").replace("edits", "edit")
+        parts.append(f"{'attacks' if len(group) > 1 else 'attack'} {', '.join(group)} {need}")
+    return "; ".join(parts)
 
 
 def load_split(path: Path | None, split: str) -> list[Item]:
@@ -72,7 +89,7 @@ def run_audit(cfg: StudyConfig, out: Path, original: str | Path, unlearned: str 
     any_served = is_served(original) or is_served(unlearned)
     weights = sorted(a for a in cfg.recovery.attacks if a in WEIGHT_ATTACKS)
     if any_served and weights:
-        raise UnpactError(f"attacks {', '.join(weights)} change the weights, which a served model does not give; "
+        raise UnpactError(f"{white_box(weights)}, which a served model does not give; "
                           f"use --attacks with {', '.join(PROMPT_ATTACKS)}")
     if not splits["retain"] and "few_shot" in cfg.recovery.attacks:
         cfg.recovery.attacks = [a for a in cfg.recovery.attacks if a != "few_shot"]
