@@ -114,6 +114,7 @@ def test_non_utf8_config_is_a_clear_error(tmp_path, capsys):
 # -- running, resuming -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two subprocess runs of the 6-cell grid (≈50 s): the fast tier keeps the SIGKILL-mid-write tests
 def test_killed_study_resumes_to_the_same_metrics(small_run, tmp_path):
     config, whole = small_run
     out = tmp_path / "killed"
@@ -265,6 +266,7 @@ def test_prepare_exclude_forget_trains_the_gold_model_that_never_saw_the_forget_
 # -- faults: disk full, SIGKILL during attribution and mid-write -------------------------------
 
 
+@pytest.mark.slow  # ≈40 s of subprocess runs; see test_killed_study_resumes_to_the_same_metrics
 def test_sigkill_during_attribution_then_a_full_disk_then_the_rerun_completes(small_run, tmp_path, monkeypatch,
                                                                               capsys):
     import errno
