@@ -277,15 +277,15 @@ def cmd_run(args) -> None:
 
 def cmd_tune(args) -> None:
     cfg = _study_config(args)
-    from .study.tune import tune
+    from .study.tune import percent, tune
 
     out = _out_dir("--out", args.out or Path("runs") / f"{cfg.name}-tune")
     summary = tune(cfg, out, _reporter(args))
     print(summary["protocol"])
     for name, m in summary["methods"].items():
         run = m["runs"][m["chosen"]]
-        print(f"{name:11s} lr {m['lr']:.3g}  {m['hparams']}  forget efficacy {run['forget_efficacy']}  "
-              f"destructive {run['destructive_rate']}  ({m['seconds']} s for {len(m['runs'])} runs)")
+        print(f"{name:11s} lr {m['lr']:.3g}  {m['hparams']}  forget efficacy {percent(run['forget_efficacy'])}  "
+              f"destructive {percent(run['destructive_rate'])}  ({m['seconds']} s for {len(m['runs'])} runs)")
     print(f"tuned study: unpact run {out / 'tuned.yaml'}   details: {out / 'tune.json'}")
 
 

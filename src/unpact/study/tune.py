@@ -98,6 +98,11 @@ def protocol(tune: TuneConfig, n_validation: int, n_test: int) -> str:
             "run or read")
 
 
+def percent(x: float | None) -> str:
+    """A validation rate as the console shows it ("–" where it is undefined: nothing known before)."""
+    return "–" if x is None else f"{x:.1%}"
+
+
 def _correct(scorer, items: list[Item], budget: int | None, threshold: float) -> np.ndarray:
     return item_correctness(scorer.generate([it.question for it in items], budget), items, threshold)
 
@@ -134,7 +139,7 @@ def tune(grid: GridConfig, out: Path, reporter=None) -> dict:
                          "destructive_rate": destructive_rate(before["keep"], after_k)})
             if reporter:
                 reporter.info(f"tune {m.method} {k + 1}/{len(configs)}: lr {run.lr:.3g} {run.hparams} → "
-                              f"efficacy {runs[-1]['forget_efficacy']}, destructive {runs[-1]['destructive_rate']}")
+                              f"efficacy {percent(runs[-1]['forget_efficacy'])}, destructive {percent(runs[-1]['destructive_rate'])}")
         configured = next((i for i, c in enumerate(configs) if c.lr == m.lr and c.hparams == m.hparams), None)
         chosen = select([{k: r[k] for k in ("forget_efficacy", "destructive_rate")} for r in runs],
                         t.max_destructive, configured)
