@@ -257,7 +257,7 @@ def cmd_run(args) -> None:
     from .study import Grid
 
     out = _out_dir("--out", args.out or Path("runs") / cfg.name)
-    grid = Grid(cfg, out, _reporter(args))
+    grid = Grid(cfg, out, _reporter(args), profile=args.profile)
     if args.dry_run:
         status = grid.status()
         for cell, done in status:
@@ -475,6 +475,9 @@ def _allow_pickle(s: argparse.ArgumentParser) -> None:
 def _run_options(s: argparse.ArgumentParser) -> None:
     """What `demo` and `run` share: both run a study config through `cmd_run`."""
     s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
+    s.add_argument("--profile", action="store_true",
+                   help="timings.json also records, per stage, the seconds inside the model and the tokens it was "
+                        "given (a little slower)")
     _quiet(s)
     _allow_pickle(s)
     s.set_defaults(func=cmd_run)

@@ -12,6 +12,7 @@ from ..data import Item
 from ..evaluation.calibration import GOLD, NEVER_KNOWN
 from ..recovery import ATTACKS, AttackContext, AttackKey, judge
 from ..recovery.base import settings_of, shown_answers
+from ..timing import stage
 
 
 class StudyAttacks:
@@ -35,7 +36,8 @@ class StudyAttacks:
             if not (attack.always or attack.name in r.attacks):
                 continue
             t0 = time.perf_counter()
-            runs = attack.run(ctx, settings_of(attack, r))
+            with stage(f"attack {attack.name}"):
+                runs = attack.run(ctx, settings_of(attack, r))
             # what the attack cost on this model, shared among its runs (kept with the result, never a
             # metric: it differs run to run); the README's cost per attack is read from it
             seconds = round((time.perf_counter() - t0) / max(1, len(runs)), 3)
@@ -52,12 +54,12 @@ class StudyAttacks:
         """The attacks on the retain items the original model never answered, as a control where
         there is no gold model (`control`). They leave the retain set the attacks draw on (few-shot
         demonstrations, relearning), which would otherwise hand them their own answers. None when the
-        original model answers every retain item."""
+        original model answers every retain item, or none (nothing left to draw demonstrations from)."""
         known = base["answers"]["retain"]["correct"]
         never = [i for i, ok in enumerate(known) if not ok]
-        if not never:
-            return None
         keep = [i for i, ok in enumerate(known) if ok]
+        if not never or not keep:
+            return None
         retain, rows = self.splits["retain"], base["attributions"]["retain"]
         view = {"attributions": {"forget": [rows[i] for i in never], "retain": [rows[i] for i in keep],
                                  "utility": base["attributions"]["utility"]}}

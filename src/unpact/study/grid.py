@@ -9,8 +9,8 @@
 A cell is finished when its ``metrics.json`` exists with the key of its current inputs (written last,
 atomically), so a killed study resumes at the first unfinished cell, a finished cell is never
 recomputed, and a changed setting recomputes exactly the cells it affects. Wall-clock times go to
-``timings.json``, never into metrics, so an interrupted and an uninterrupted run give the same
-``metrics.json``.
+``timings.json`` (per group and cell, and per stage: `unpact.timing`), never into metrics, so an
+interrupted and an uninterrupted run give the same ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ..models.registry import model_path, resolve_model
 from ..recovery import AttackKey
 from ..report import render_report
 from ..report.console import format_rate
+from ..timing import Recorder
 from ..unlearn import UnlearnConfig
 from .manifest import manifest, record_models
 from .progress import Reporter
@@ -64,9 +65,11 @@ class Cell:
 class Grid:
     """Runs a `GridConfig` into one run directory."""
 
-    def __init__(self, cfg: GridConfig, out: str | Path, reporter: Reporter | None = None):
+    def __init__(self, cfg: GridConfig, out: str | Path, reporter: Reporter | None = None, profile: bool = False):
         self.cfg, self.out = cfg, Path(out)
         self.ui = reporter or Reporter(quiet=True)
+        # timings.json's per-stage table also gets model seconds and tokens (`unpact.timing`; costs a little)
+        self.profile = profile
         self.manifest: dict = {}  # manifest.json of the current run (`run`)
 
     def cells(self) -> list[Cell]:
@@ -162,17 +165,21 @@ class Grid:
             for cell in cells:
                 if cell.group not in groups:
                     t0 = time.perf_counter()
-                    groups[cell.group] = self._prepare_group(cell, timings)
+                    with Recorder(model_time=self.profile) as rec:
+                        groups[cell.group] = self._prepare_group(cell, timings)
                     if groups[cell.group].pop("computed"):  # the original model's stage ran, not reused
                         timings.setdefault("groups", {})[cell.group] = round(time.perf_counter() - t0, 2)
+                        timings.setdefault("stages", {})[cell.group] = rec.table()
                         write_json(timings_path, timings)
                 study, base = groups[cell.group]["study"], groups[cell.group]["base"]
                 cell_study = self._study(cell)
                 cell_study.share(study)
                 t0 = time.perf_counter()
-                finished[cell.id], reused = self._run_cell(cell_study, cell, base)
+                with Recorder(model_time=self.profile) as rec:
+                    finished[cell.id], reused = self._run_cell(cell_study, cell, base)
                 if not reused:
                     timings["cells"][cell.id] = round(time.perf_counter() - t0, 2)
+                    timings.setdefault("stages", {})[cell.id] = rec.table()
                     write_json(timings_path, timings)
                     advance()
                     self.ui.info(_cell_line(cell, finished[cell.id]["metrics"], timings["cells"][cell.id]))

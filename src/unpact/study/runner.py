@@ -32,6 +32,7 @@ from ..models.registry import model_path, resolve_model
 from ..report import render_report
 from ..report.records import records
 from ..scoring import Scorer
+from ..timing import stage
 from ..unlearn import unlearn
 from . import known, lengths, measure
 from .attacks import StudyAttacks
@@ -95,10 +96,17 @@ class Study(StudyKeys, StudyAttacks):
 
     def measure_model(self, scorer, known: dict[str, str] | None = None) -> dict:
         """What every model's stage stores: answers, TOFU raw material, membership AUCs, MUSE generations."""
-        return {"answers": measure.answers(scorer, self.splits, self.cfg.evaluation.rouge_threshold, known,
-                                           self.budgets),
-                "tofu": tofu_raw_splits(scorer, self.splits), "mia_auc": measure.membership(scorer, self.splits),
-                "muse": measure.muse(scorer, self.splits, self.bench)}
+        out = {}
+        with stage("answers"):
+            out["answers"] = measure.answers(scorer, self.splits, self.cfg.evaluation.rouge_threshold, known,
+                                             self.budgets)
+        with stage("tofu scores"):
+            out["tofu"] = tofu_raw_splits(scorer, self.splits)
+        with stage("membership"):
+            out["mia_auc"] = measure.membership(scorer, self.splits)
+        with stage("muse"):
+            out["muse"] = measure.muse(scorer, self.splits, self.bench)
+        return out
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -113,7 +121,7 @@ class Study(StudyKeys, StudyAttacks):
         if not train:
             self._hold_out()
             return {"path": str(self.model_dir)}
-        with self.ui.bar("prepare built-in model (epochs)", self.cfg.model.max_epochs) as bar:
+        with self.ui.bar("prepare built-in model (epochs)", self.cfg.model.max_epochs) as bar, stage("train built-in model"):
             info, reused = prepare_builtin(self._all_items(), self.model_dir, self.cfg.model, bar,
                                            margin=self.cfg.generation.margin)
         self._hold_out()
@@ -180,9 +188,11 @@ class Study(StudyKeys, StudyAttacks):
             bar(1, steps)
             loo = {}
             for i, s in enumerate(SPLITS, 2):
-                loo[s] = measure.loo(scorer, self.splits[s])
+                with stage("loo"):
+                    loo[s] = measure.loo(scorer, self.splits[s])
                 bar(i, steps)
-            quality = measure.attribution_quality(scorer, self.splits["forget"], loo["forget"])
+            with stage("attribution quality"):
+                quality = measure.attribution_quality(scorer, self.splits["forget"], loo["forget"])
             bar(steps, steps)
         return {"answers": measured["answers"],
                 "attributions": {s: measure.attribution_rows(loo[s], a.alpha, a.beta) for s in SPLITS},
@@ -199,7 +209,8 @@ class Study(StudyKeys, StudyAttacks):
 
     def _gold(self, base: dict) -> dict:
         if self._trains_gold():
-            with self.ui.bar("gold model: trained without the forget set (epochs)", self.cfg.model.max_epochs) as bar:
+            with (self.ui.bar("gold model: trained without the forget set (epochs)", self.cfg.model.max_epochs) as bar,
+                  stage("train gold model")):
                 # the original model's tokenizer (trained on every split's text), not a new one
                 prepare_builtin(self._gold_items(), self.gold_dir, self.cfg.model, bar, tokenizer_items=self._all_items(),
                                 margin=self.cfg.generation.margin)
@@ -236,10 +247,12 @@ class Study(StudyKeys, StudyAttacks):
         model, tok = self.load(self.model_dir)
         forget, retain = self.training_sets(prompt_format(tok))
         steps = mcfg.epochs * -(-len(forget) // mcfg.batch_size)
-        with self.ui.bar(f"{mcfg.method}: unlearning (steps)", steps) as bar:
+        with self.ui.bar(f"{mcfg.method}: unlearning (steps)", steps) as bar, stage("unlearning"):
             model, train_logs = unlearn(model, tok, prompt_format(tok), forget, retain, mcfg, bar,
                                         checkpoint_dir=folder, resume=True)
-        distributed.main_only(lambda: save_model(model, tok, folder / "model" if keep_model else None, folder / "model"))
+        with stage("save model"):
+            distributed.main_only(lambda: save_model(model, tok, folder / "model" if keep_model else None,
+                                                     folder / "model"))
         result = self._evaluate(mcfg.method, self.scorer(model, tok), base, key, train_logs, folder)
         distributed.main_only(lambda: shutil.rmtree(folder / "checkpoint", ignore_errors=True))  # superseded
         return result
@@ -258,8 +271,9 @@ class Study(StudyKeys, StudyAttacks):
         with self.ui.bar(f"{name}: answers, attributions, attacks", 3) as bar:
             measured = self.measure_model(scorer)
             bar(1, 3)
-            attributions = measure.attribution_rows(measure.loo(scorer, self.splits["forget"]),
-                                                    self.cfg.attribution.alpha, self.cfg.attribution.beta)
+            with stage("loo"):
+                attributions = measure.attribution_rows(measure.loo(scorer, self.splits["forget"]),
+                                                        self.cfg.attribution.alpha, self.cfg.attribution.beta)
             bar(2, 3)
             attacks = self.attack(scorer, base, measured["answers"])
             bar(3, 3)
