@@ -38,10 +38,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_attribution import timed  # noqa: E402
-from sizes import dtype_of, fresh_model, tokenizer_and_items  # noqa: E402
+from sizes import SIZES, fresh_model, tokenizer_and_items  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOLLM2 = {"hidden_size": 576, "intermediate_size": 1536, "num_layers": 30, "num_heads": 9}
 
 
 def study_config(args, work: Path) -> dict:
@@ -67,15 +66,7 @@ def save_fresh(args, folder: Path) -> Path:
     from unpact.models.loading import save_model
 
     tok, _ = tokenizer_and_items()
-    if args.size == "135m":
-        from unpact.models.builtin import BuiltinModelConfig, build_model
-
-        model = build_model(BuiltinModelConfig(**SMOLLM2, max_positions=2048), tok)
-        model.resize_token_embeddings(49152)  # SmolLM2's vocabulary: the output layer's real cost
-        model.to(dtype_of(args.size, args.dtype))
-    else:
-        model = fresh_model(args.size, tok, "cpu", args.dtype)
-    save_model(model, tok, folder)
+    save_model(fresh_model(args.size, tok, "cpu", args.dtype), tok, folder)
     return folder
 
 
@@ -133,7 +124,7 @@ def show(title: str, table: list[dict]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", choices=("builtin", "tiny", "135m", "1b"), default="builtin")
+    p.add_argument("--size", choices=SIZES, default="builtin")
     p.add_argument("--config", default=None, help="a study config to take the model and benchmark from")
     p.add_argument("--method", default="GA_GDR")
     p.add_argument("--n-entities", type=int, default=100, help="people in the built-in benchmark")

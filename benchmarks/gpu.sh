@@ -11,7 +11,8 @@
 # BUDGET_S (480: the suite is stopped past it, keeping the benchmarks already finished).
 #
 # What runs: attribution (unpact vs captum, LOO and integrated gradients), scoring (shared-prefix
-# reuse, batched scoring) and memory (peak allocated GPU memory of six methods vs GA) on one GPU;
+# reuse, batched scoring), memory (peak allocated GPU memory of six methods vs GA) and study (one
+# study cell per stage against its floor) on one GPU;
 # scaling (1 → N processes under accelerate launch, one GPU each) only with N ≥ 2 GPUs — on one GPU
 # it is skipped (two processes cannot share one GPU under NCCL). With DEVICE=cpu, scaling runs two
 # CPU processes.
@@ -37,8 +38,10 @@ else
     NGPU=0
 fi
 
-ONLY=(attribution scoring memory)
+ONLY=(attribution scoring memory study)
 ARGS=(
+    # one study cell on the same model, per stage against its floor (a 30-person built-in benchmark)
+    --arg study:--n-entities=30
     # fewer prompts and repeats than the CPU defaults: a 1B model's work per prompt is what is measured
     --arg attribution:--n=12 --arg attribution:--repeat=3 --arg attribution:--steps=32
     --arg scoring:--repeat=2 --arg scoring:--n=8 --arg scoring:--n-score=128

@@ -2,7 +2,7 @@
 benchmarks/results/latest.json. Each figure is a ratio against a baseline measured in the same run.
 
     .venv/bin/python benchmarks/run.py [--only NAME ...] [--results DIR]
-                                       [--size builtin|tiny|1b] [--device cpu|cuda] [--dtype D]
+                                       [--size builtin|tiny|135m|1b] [--device cpu|cuda] [--dtype D]
                                        [--arg NAME:--flag=value ...]
 
 ``--size``/``--device``/``--dtype`` go to every benchmark (the model they run on; sizes.py): without
@@ -25,6 +25,7 @@ BENCHES = {
     "scoring": "bench_scoring.py",
     "memory": "bench_memory.py",
     "scaling": "bench_scaling.py",
+    "study": "bench_study.py",
 }
 
 
@@ -32,7 +33,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=list(BENCHES), default=list(BENCHES))
     p.add_argument("--results", type=Path, default=HERE / "results", help="folder of the JSON results")
-    p.add_argument("--size", choices=("builtin", "tiny", "1b"), default=None)
+    p.add_argument("--size", choices=("builtin", "tiny", "135m", "1b"), default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     p.add_argument("--arg", action="append", default=[], metavar="NAME:FLAG", help="a flag for one benchmark")

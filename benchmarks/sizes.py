@@ -3,6 +3,8 @@
     --size builtin   the built-in architecture (4 layers, hidden 128, ~1M parameters), float32: the
                      default, what the CPU figures in README.md are measured on
     --size tiny      2 layers, hidden 32: seconds on a CPU, to smoke-test a benchmark's code path
+    --size 135m      SmolLM2-135M's shape (30 layers, hidden 576, 9 heads, MLP 1536, vocabulary 49152,
+                     tied head), float32: what the real-model presets run on a CPU
     --size 1b        a Llama-shaped model of ~0.95B parameters (hidden 2048, 16 layers, 32 heads,
                      MLP 5632, vocabulary 32000, untied head), bfloat16: the GPU suite (gpu.sh)
 
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-SIZES = ("builtin", "tiny", "1b")
+SIZES = ("builtin", "tiny", "135m", "1b")
+SMOLLM2 = {"hidden_size": 576, "intermediate_size": 1536, "num_layers": 30, "num_heads": 9, "max_positions": 2048}
 ONE_B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 16, "num_attention_heads": 32,
          "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 2048}
 
@@ -62,8 +65,11 @@ def fresh_model(size: str, tok, device: str = "cpu", dtype: str | None = None, *
         with torch.device(device):  # initialised where it runs: a 1B model's init on a CPU takes a minute
             model = LlamaForCausalLM(config)
     else:
-        dims = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2} if size == "tiny" else {}
+        dims = {"tiny": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2},
+                "135m": SMOLLM2}.get(size, {})
         model = build_model(BuiltinModelConfig(**{**dims, **builtin_overrides}), tok)
+        if size == "135m":
+            model.resize_token_embeddings(49152)  # SmolLM2's vocabulary: the output layer's real cost
     return model.to(device=device, dtype=dtype_of(size, dtype))
 
 
@@ -79,6 +85,7 @@ def build(model_dir: Path | None = None, size: str = "builtin", device: str = "c
     else:
         model = fresh_model(size, tok, device, dtype)
         source = {"builtin": "fresh built-in-sized model (untrained)", "tiny": "fresh tiny model (untrained)",
+                  "135m": "fresh SmolLM2-shaped 135M model (untrained)",
                   "1b": "fresh Llama-shaped 1B model (untrained)"}[size]
         if device != "cpu" or size == "1b":
             source += f", {str(dtype_of(size, dtype)).removeprefix('torch.')} on {device}"

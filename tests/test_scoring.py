@@ -43,13 +43,15 @@ def test_batched_generation_equals_one_at_a_time(tiny, tiny_scorer):
 def test_generation_batches_by_its_own_size(tiny, monkeypatch):
     """``generate_batch_size`` sets the rows per generate call (greedy and sampled); scoring keeps
     ``batch_size``. Greedy answers do not depend on the batching."""
+    import unpact.scoring as scoring
     from unpact.scoring import Scorer
 
     model, tok, fmt = tiny
     questions = [f"Where was person {i} born?" for i in range(10)]
     rows = []
-    generate = type(model).generate
+    generate, greedy = type(model).generate, scoring._decode_batch
     monkeypatch.setattr(type(model), "generate", lambda self, **kw: rows.append(len(kw["input_ids"])) or generate(self, **kw))
+    monkeypatch.setattr(scoring, "_decode_batch", lambda m, p, suffixes, *a: rows.append(len(suffixes)) or greedy(m, p, suffixes, *a))
     wide = Scorer(model, tok, fmt, batch_size=2, generate_batch_size=5)
     answers = wide.generate(questions, max_new_tokens=4)
     assert rows == [5, 5]
@@ -102,6 +104,8 @@ def test_generation_stops_at_the_first_line_break_with_the_same_answers(tiny, be
         return greedy, samples, passes
 
     stopping = {size: run(size) for size in (1, 6)}  # alone, and beside rows that go on
+    # the reference: Hugging Face's generate writing every row to max_new_tokens
+    monkeypatch.setattr("unpact.scoring._can_decode", lambda model: False)
     monkeypatch.setattr(Scorer, "_first_line_only", lambda self: None)
     for size, (greedy, samples, passes) in stopping.items():
         greedy_all, samples_all, passes_all = run(size)

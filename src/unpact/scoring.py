@@ -37,6 +37,8 @@ from . import distributed
 from .errors import UnpactError
 
 R = TypeVar("R")
+# Fewer shared leading tokens than this are recomputed per row rather than cached (`Scorer._decode`).
+_MIN_SHARED = 4
 
 
 @dataclass
@@ -320,6 +322,14 @@ class PrefixCache:
     length: int
     with_config: bool
 
+    def dynamic_cache(self, model, rows: int):
+        """A Hugging Face cache holding the prefix for ``rows`` rows ([rows, heads, P, d] views of the
+        one prefix: appending a step's keys/values copies them)."""
+        from transformers import DynamicCache
+
+        layers = [tuple(x.transpose(0, 1)[None].expand(rows, -1, -1, -1) for x in layer) for layer in self.kv]
+        return DynamicCache(layers, config=model.config) if self.with_config else DynamicCache(layers)
+
 
 _LINE_BREAKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -348,6 +358,106 @@ class _UntilLineBreak(StoppingCriteria):
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         return self.breaks[input_ids[:, -1]]  # [B] bool
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> list[int]:
+    """The longest run of leading ids every sequence shares, leaving each at least one of its own."""
+    if not seqs:
+        return []
+    first, most = seqs[0], min(len(q) for q in seqs) - 1
+    n = 0
+    while n < most and all(q[n] == first[n] for q in seqs):
+        n += 1
+    return list(first[:n])
+
+
+# Generation-config fields that make Hugging Face's greedy search differ from a plain argmax of the
+# logits (`_can_decode`): where a model's config sets one, unpact's decoding hands over to `generate`.
+_PROCESSORS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None, "suppress_tokens": None,
+               "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
+               "min_length": 0, "min_new_tokens": None, "sequence_bias": None, "encoder_repetition_penalty": 1.0,
+               "exponential_decay_length_penalty": None, "renormalize_logits": False, "min_p": None,
+               "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_h": None}
+
+
+def _can_decode(model) -> bool:
+    """Whether `_decode_batch` decodes as ``model.generate`` would: no logits processor configured
+    beyond the sampling settings unpact passes, and a forward that takes a cache."""
+    cfg = getattr(model, "generation_config", None)
+    if cfg is None or "cache" not in inspect.signature(model.forward).parameters:
+        return False
+    return all(getattr(cfg, k, d) in (d, None) for k, d in _PROCESSORS.items())
+
+
+def _decode_batch(model, prefix: PrefixCache | None, suffixes: Sequence[Sequence[int]], pad_id: int, max_new: int,
+                  stops: torch.Tensor, device: torch.device, warpers=None) -> list[list[int]]:
+    """Continuations of ``prefix ⊕ suffix`` for each suffix: per row, the new token ids up to and
+    including the first one in ``stops`` ([V] bool: end of sequence, and a line break where answers
+    are cut), at most ``max_new``. Greedy, or sampled when ``warpers`` (Hugging Face logits warpers:
+    temperature, top-k, top-p) are given, from torch's current random state.
+
+    The prefix's keys/values (shared by every row) are computed once by the caller; the suffixes run
+    left-padded behind them. A row that has stopped leaves the batch, so the model computes only the
+    rows still writing (Hugging Face's `generate` computes every row until the last one stops). The
+    tokens are those `generate` picks, up to float rounding in near-ties: greedy is the argmax;
+    sampling draws from the [B, V] distribution of every row of the batch, a stopped row's being a
+    point mass, because `torch.multinomial` draws one sample per row from its own share of the random
+    stream, so each live row gets exactly the draw it gets in `generate`.
+    """
+    from transformers import DynamicCache
+
+    B = len(suffixes)
+    batch = pack(suffixes, [[] for _ in suffixes], pad_id).to(device)
+    P = prefix.length if prefix is not None else 0
+    mask, pos = batch.attention_mask, batch.position_ids + P
+    if prefix is not None:  # updated in place: each step appends its keys/values
+        cache = prefix.dynamic_cache(model, B)
+        mask = torch.cat([torch.ones(B, P, dtype=mask.dtype, device=device), mask], dim=1)
+    else:
+        cache = DynamicCache(config=model.config)
+    rows = torch.arange(B, device=device)  # which row of the batch each live row is
+    new: list[list[int]] = [[] for _ in range(B)]
+    ids, last = batch.input_ids, pos[:, -1]
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        if warpers is None:
+            return logits.argmax(-1)
+        probs = torch.zeros(B, logits.shape[-1], device=device)
+        probs[:, pad_id] = 1.0
+        probs[rows] = torch.softmax(warpers(None, logits.float()), dim=-1)
+        return torch.multinomial(probs, num_samples=1).squeeze(1)[rows]
+
+    for step in range(max_new):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                    logits_to_keep=1)
+        nxt = pick(out.logits[:, -1, :])
+        for r, t in zip(rows.tolist(), nxt.tolist(), strict=True):
+            new[r].append(t)
+        live = ~stops[nxt]
+        if step == max_new - 1 or not bool(live.any()):
+            break
+        if not bool(live.all()):
+            keep = live.nonzero().flatten()
+            rows, nxt, last, mask = rows[keep], nxt[keep], last[keep], mask[keep]
+            cache.batch_select_indices(keep)
+        mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], dim=1)
+        last = last + 1
+        ids, pos = nxt[:, None], last[:, None]
+    return new
+
+
+def _warpers(temperature: float, top_p: float, top_k: int):
+    """Hugging Face's sampling warpers for these settings, in the order `generate` applies them."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    out = LogitsProcessorList()
+    if temperature != 1.0:
+        out.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        out.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+    if top_p < 1.0:
+        out.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    return out
 
 
 def _bucketed(todo: Sequence[int], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -456,8 +566,20 @@ class Scorer(ScoringBackend):
         A NaN or infinite answer log-prob (broken weights, float16 overflow) raises UnpactError naming
         the items (indices into ``prompts``) and the model's dtype.
         Under several processes each scores a contiguous share (a prompt's ablations stay together)
-        in its own length buckets: the results equal one process's up to float rounding.
+        in its own length buckets: the results equal one process's up to float rounding. On one
+        process, prompts that open alike (a chat template's system turn) have that opening computed
+        once (`score_with_prefixes`), equal up to float rounding.
         """
+        shared = common_prefix(prompts) if hidden is None and not distribution and len(prompts) > 1 else []
+        if len(shared) >= _MIN_SHARED and distributed.world() == 1:
+            return self.score_with_prefixes([shared], prompts, answers, [0] * len(prompts),
+                                            [len(shared)] * len(prompts))
+        return self._score_plain(prompts, answers, hidden, distribution)
+
+    @torch.no_grad()
+    def _score_plain(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
+                     hidden: Sequence[Sequence[int]] | None = None, distribution: bool = False) -> Scores:
+        """`score_ids`, every sequence run whole."""
         lengths = [len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
         for i, n in enumerate(lengths):
             self.check_length(n, f"prompt+answer #{i}")
@@ -516,7 +638,7 @@ class Scorer(ScoringBackend):
         # cache region ≤ the longest base, suffix ≤ the longest sequence
         with_config = _cache_layout(self.model, max(len(b) for b in bases) + max(lengths) if bases else 0)
         if with_config is None:
-            return self.score_ids(prompts, answers, hidden)
+            return self._score_plain(prompts, answers, hidden)
         # the last prompt token's output predicts the first answer token, so it is always recomputed
         keep = [max(0, min(shared[i], len(prompts[i]) - 1, len(bases[base_of[i]]))) for i in range(n)]
         for i in range(n):
@@ -550,7 +672,7 @@ class Scorer(ScoringBackend):
                 if not _answers_finite(lp_t, batch):
                     # the plain path raises the diagnosed error (broken weights, float16 overflow)
                     # naming the items by their indices here; only this failing path pays for it
-                    self.score_ids(prompts, answers, hidden)
+                    self._score_plain(prompts, answers, hidden)
                     raise UnpactError(f"answer log-probs are NaN or infinite for items {sorted(idx)[:5]} with "
                                       "a cached prefix but not without one; score them with score_ids "
                                       "(prefix_reuse=False in attribution)")
@@ -591,12 +713,8 @@ class Scorer(ScoringBackend):
         if prefix is None:
             return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
                               use_cache=False, logits_to_keep=logits_to_keep).logits
-        from transformers import DynamicCache
-
         B = inputs_embeds.shape[0]
-        layers = [tuple(x.transpose(0, 1)[None].expand(B, -1, -1, -1) for x in layer)
-                  for layer in prefix.kv]  # [B, heads, P, d], views of the one prefix
-        cache = DynamicCache(layers, config=self.model.config) if prefix.with_config else DynamicCache(layers)
+        cache = prefix.dynamic_cache(self.model, B)
         mask = torch.cat([torch.ones(B, prefix.length, dtype=attention_mask.dtype, device=attention_mask.device),
                           attention_mask], dim=1)  # [B, P + S]
         return self.model(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, cache=cache,
@@ -641,10 +759,17 @@ class Scorer(ScoringBackend):
 
         Under several processes each generates a contiguous share in its own length buckets: batch
         shapes differ from one process's, so a greedy pick could only differ where two tokens tie to
-        float rounding.
+        float rounding. A prompt given more than once is generated once (greedy: the same answer).
         """
+        index: dict[tuple[int, ...], int] = {}
+        slot = [index.setdefault(tuple(p), len(index)) for p in prompts]
+        if len(index) < len(prompts):
+            answers = self.generate_ids([list(p) for p in index], max_new_tokens, raw)
+            return [answers[i] for i in slot]
         max_new = max_new_tokens or self.max_new_tokens
         lengths = [len(p) for p in prompts]
+        if prompts and _can_decode(self.model):
+            return self._decode(prompts, lengths, max_new, raw)
         stop = None if raw else self._first_line_only()
 
         def run(idx: list[int]) -> list[str]:
@@ -659,6 +784,38 @@ class Scorer(ScoringBackend):
             return texts if raw else [self.fmt.clean_generation(t) for t in texts]
 
         return self._map_batches(len(prompts), lambda share: _bucketed(share, lengths, self.generate_batch_size), run)
+
+    def _stops(self, raw: bool) -> torch.Tensor:
+        """[V] bool on the model's device: the tokens that end a generation (end of sequence, and unless
+        ``raw`` any token holding a line break)."""
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        stops = torch.zeros(vocab, dtype=torch.bool) if raw else line_break_tokens(self.tokenizer, vocab).clone()
+        if self.tokenizer.eos_token_id is not None:
+            stops[self.tokenizer.eos_token_id] = True
+        return stops.to(self.device)
+
+    def _decode(self, prompts: Sequence[Sequence[int]], lengths: list[int], max_new: int, raw: bool) -> list[str]:
+        """`generate_ids` by `_decode_batch`: the prompts' common prefix (the chat template's opening,
+        a few-shot preamble) computed once for the whole call, each length bucket decoded behind it."""
+        device, stops = self.device, self._stops(raw)
+
+        def work(share: list[int]) -> list[str]:
+            shared = common_prefix([prompts[i] for i in share])
+            prefix = (self.prefix_cache(shared, max(lengths[i] for i in share) + max_new)
+                      if len(shared) >= _MIN_SHARED else None)
+            P = prefix.length if prefix is not None else 0
+            out: dict[int, str] = {}
+            for idx in _bucketed(share, lengths, self.generate_batch_size):
+                self.check_length(max(lengths[i] for i in idx) + max_new, "prompt+generation")
+                ids = _decode_batch(self.model, prefix, [prompts[i][P:] for i in idx], self.pad_id, max_new, stops,
+                                    device)
+                for i, row in zip(idx, ids, strict=True):
+                    text = self.tokenizer.decode(row, skip_special_tokens=True)
+                    out[i] = text if raw else self.fmt.clean_generation(text)
+            return [out[i] for i in share]
+
+        with self.eval_mode():
+            return distributed.map_shards(len(prompts), work)
 
     @torch.no_grad()
     def sample_ids(self, prompts: Sequence[Sequence[int]], n: int, temperature: float, top_p: float, top_k: int,
@@ -686,17 +843,39 @@ class Scorer(ScoringBackend):
                     "top_k": top_k, "pad_token_id": self.pad_id, "eos_token_id": self.tokenizer.eos_token_id}
         device = self.device
         stop = self._first_line_only()
+        shared = common_prefix(prompts) if len(prompts) > 1 else []
+        warpers, stops = None, None
+        if _can_decode(self.model):  # unpact's decoding: rows that stopped leave the batch
+            warpers, stops = _warpers(temperature, top_p, top_k), self._stops(raw=False)
+        cached: list[PrefixCache | None] = []  # the shared opening's keys/values, made on first use
 
         def run(which: list[int]) -> list[list[str]]:  # one batch: ``which`` is [its index into buckets]
             (b,) = which
             idx = buckets[b]
             self.check_length(max(len(rows[i]) for i in idx) + max_new, "prompt+generation")
-            batch = pack([rows[i] for i in idx], [[] for _ in idx], self.pad_id).to(device)
+            if not cached:
+                cached.append(self.prefix_cache(shared, max(len(r) for r in rows) + max_new)
+                              if len(shared) >= _MIN_SHARED else None)
+            prefix, P = cached[0], len(shared) if cached[0] is not None else 0
+            if warpers is not None:
+                torch.manual_seed(batch_seed(seed, b))
+                new = _decode_batch(self.model, prefix, [rows[i][P:] for i in idx], self.pad_id, max_new, stops,
+                                    device, warpers)
+                return [[self.fmt.clean_generation(self.tokenizer.decode(row, skip_special_tokens=True))
+                         for row in new]]
+            # the shared opening comes first, computed once; each row's padding sits after it (positions
+            # follow the attention mask, so every token keeps the position it has unpadded)
+            batch = pack([rows[i][P:] for i in idx], [[] for _ in idx], self.pad_id).to(device)
+            ids, mask, cache = batch.input_ids, batch.attention_mask, {}
+            if prefix is not None:
+                B = len(idx)
+                head = torch.tensor(shared, device=device)[None].expand(B, P)
+                ids, mask = torch.cat([head, ids], 1), torch.cat([torch.ones_like(head), mask], 1)
+                cache = {"cache": prefix.dynamic_cache(self.model, B)}
             torch.manual_seed(batch_seed(seed, b))
-            gen = self.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                      stopping_criteria=stop, **settings)
+            gen = self.model.generate(input_ids=ids, attention_mask=mask, stopping_criteria=stop, **cache, **settings)
             return [[self.fmt.clean_generation(self.tokenizer.decode(row, skip_special_tokens=True))
-                     for row in gen[:, batch.input_ids.shape[1]:]]]
+                     for row in gen[:, ids.shape[1]:]]]
 
         flat: list[str] = [""] * len(rows)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -94,7 +94,9 @@ class AttackContext:
 
     ``rescore`` wraps a changed model (a weight attack's copy) in a scorer with the study's settings
     (dtype, batch sizes); ``base`` is the original model's stored result (its attributions give the
-    oracle keywords) and ``answers`` the unlearned model's greedy answers per split."""
+    oracle keywords) and ``answers`` the unlearned model's greedy answers per split. ``do_no_harm``:
+    also the runs on other splits than forget (FocusOnKey's retain/utility rewrites); a control's
+    attacks (the gold model, never-known items) are read on the forget items only and skip them."""
 
     scorer: Scorer
     splits: dict[str, list[Item]]
@@ -104,6 +106,7 @@ class AttackContext:
     answers: dict | None = None
     alpha: float = 0.1
     beta: int = 3
+    do_no_harm: bool = True
 
     @property
     def forget(self) -> list[Item]:

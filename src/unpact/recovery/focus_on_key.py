@@ -125,16 +125,21 @@ class FocusOnKey(Attack):
         if not settings.styles:
             return {}
         sources = self.keyword_sources(ctx)
-        out: dict[AttackKey, AttackRun] = {}
+        # every rewrite of every style, source and split, asked in one generation (`Scorer.generate`
+        # buckets them by length and answers a prompt that recurs, e.g. where two sources pick the
+        # same words, once): fuller batches than one call per run
+        runs: dict[AttackKey, tuple[list[str], list[list[str]] | None]] = {}
         for style in settings.styles:
             for source, keywords in sources.items():
-                prompts, replies = focus_on_key(ctx.scorer, ctx.questions, keywords, style)
-                out[AttackKey(self.name, style, source)] = AttackRun(prompts, replies, keywords=keywords)
-            for split in ("retain", "utility"):
+                runs[AttackKey(self.name, style, source)] = (
+                    [rewrite(q, kw, style) for q, kw in zip(ctx.questions, keywords, strict=True)], keywords)
+            for split in ("retain", "utility") if ctx.do_no_harm else ():
                 oracle = [b["keywords"] for b in ctx.base["attributions"][split]]
-                prompts, replies = focus_on_key(ctx.scorer, [it.question for it in ctx.splits[split]], oracle, style)
-                out[AttackKey(self.name, style, "oracle", split)] = AttackRun(prompts, replies)
-        return out
+                runs[AttackKey(self.name, style, "oracle", split)] = (
+                    [rewrite(it.question, kw, style) for it, kw in zip(ctx.splits[split], oracle, strict=True)], None)
+        replies = iter(ctx.scorer.generate([p for prompts, _ in runs.values() for p in prompts]))
+        return {key: AttackRun(prompts, [next(replies) for _ in prompts], keywords=keywords)
+                for key, (prompts, keywords) in runs.items()}
 
     @staticmethod
     def keyword_sources(ctx: AttackContext) -> dict[str, list[list[str]]]:

@@ -23,14 +23,16 @@ class StudyAttacks:
     gold: dict | None
 
     def attack(self, scorer, base: dict | None = None, answers: dict | None = None,
-               splits: dict[str, list[Item]] | None = None) -> dict[str, dict]:
+               splits: dict[str, list[Item]] | None = None, control: bool = False) -> dict[str, dict]:
         """Every attack the config asks for (FocusOnKey always) on ``scorer``'s model, in registry
         order: per run, the prompts, answers (and samples) and which items each recovered. ``splits``:
-        other items to attack than the study's (the never-known control)."""
+        other items to attack than the study's (the never-known control). ``control``: the attacks
+        of a control (the gold model, never-known items), whose forget runs alone are read, so the
+        do-no-harm runs on retain and utility items are left out."""
         r, a = self.cfg.recovery, self.cfg.attribution
         splits = splits or self.splits
         ctx = AttackContext(scorer, splits, self.cfg.seed, lambda m: self.scorer(m, scorer.tokenizer),
-                            base, answers, a.alpha, a.beta)
+                            base, answers, a.alpha, a.beta, do_no_harm=not control)
         out: dict[str, dict] = {}
         for attack in ATTACKS.values():
             if not (attack.always or attack.name in r.attacks):
@@ -65,7 +67,7 @@ class StudyAttacks:
                                  "utility": base["attributions"]["utility"]}}
         own = {"forget": {"answers": [answers["retain"]["answers"][i] for i in never]}}
         splits = {**self.splits, "forget": [retain[i] for i in never], "retain": [retain[i] for i in keep]}
-        return self.attack(scorer, view, own, splits)
+        return self.attack(scorer, view, own, splits, control=True)
 
     def control(self, base: dict, result: dict) -> dict | None:
         """What the attacks yield without the knowledge (`unpact.evaluation.calibration.calibrate`):

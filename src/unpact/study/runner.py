@@ -217,7 +217,7 @@ class Study(StudyKeys, StudyAttacks):
         scorer = self.open(self.gold_dir)
         measured = self.measure_model(scorer)
         with self.ui.bar("gold model: the same attacks (control)", 1) as bar:
-            attacks = self.attack(scorer, base, measured["answers"])
+            attacks = self.attack(scorer, base, measured["answers"], control=True)
             bar(1, 1)
         return {**measured, "attacks": attacks}
 

@@ -50,7 +50,8 @@ class UnlearnConfig:
     """Settings of one unlearning run; ``hparams`` go to the method (e.g. alpha, beta).
 
     ``lora_rank`` > 0 trains LoRA adapters (peft) instead of the weights and merges them at the end.
-    ``checkpoint_every``: steps between checkpoints (0: once per epoch). ``hparams`` are typed and
+    ``checkpoint_every``: steps between checkpoints (0: after a minute of training at most, and after
+    the last step; once per epoch under several processes, which must agree on it). ``hparams`` are typed and
     range-checked against the method's ``Hparams`` (`unpact.unlearn.methods.base.check_hparams`).
     """
 
@@ -64,6 +65,10 @@ class UnlearnConfig:
     lora_rank: int = 0
     checkpoint_every: int = 0
     hparams: dict[str, Any] = field(default_factory=dict)
+
+
+# With the default ``checkpoint_every`` (0), at most this much training is lost to an interruption.
+CHECKPOINT_SECONDS = 60.0
 
 
 @lru_cache(maxsize=1)
@@ -395,7 +400,8 @@ def unlearn(model, tokenizer, fmt, forget: list[Example], retain: list[Example],
 
     The model is changed in place (with LoRA, the adapters are merged into it at the end).
     ``progress(step, total_steps, logs)`` is called after every step. With ``checkpoint_dir``, a
-    checkpoint is written every ``cfg.checkpoint_every`` steps (default once per epoch); with
+    checkpoint is written every ``cfg.checkpoint_every`` steps (default: once a minute of training at
+    most, and after the last step, so a large model does not spend its time writing them); with
     ``resume``, training continues from the checkpoint found there.
     """
     if not forget:
@@ -425,7 +431,8 @@ def unlearn(model, tokenizer, fmt, forget: list[Example], retain: list[Example],
     data.device = run.device  # the accelerator may have moved the model (a process's own GPU)
 
     history: list[dict] = []
-    t0 = time.perf_counter()
+    t0 = saved = time.perf_counter()
+    by_time = not cfg.checkpoint_every and distributed.world() == 1
     train_model.train()
     for step in range(done + 1, len(steps) + 1):
         f_idx, r_idx = steps[step - 1]
@@ -443,8 +450,10 @@ def unlearn(model, tokenizer, fmt, forget: list[Example], retain: list[Example],
         run.opt.step()
         method.after_step(parts, (step - 1) // per_epoch)
         history.append({"loss": loss, **parts})
-        if ckpt and (step % every == 0 or step == len(steps)):
+        due = time.perf_counter() - saved >= CHECKPOINT_SECONDS if by_time else step % every == 0
+        if ckpt and (due or step == len(steps)):
             run.save_checkpoint(ckpt, step, key, method.state())
+            saved = time.perf_counter()
         if progress:
             progress(step, len(steps), history[-1])
     t_end = time.perf_counter()
