@@ -27,7 +27,7 @@ def test_nested_stages_charge_only_the_innermost_and_add_up_to_the_wall_time():
     assert list(table) == ["outer", "inner"]
     assert 0.09 <= table["outer"]["wall_s"] < 0.14
     assert 0.14 <= table["inner"]["wall_s"] < 0.2
-    assert table["outer"]["wall_s"] + table["inner"]["wall_s"] <= wall
+    assert table["outer"]["wall_s"] + table["inner"]["wall_s"] <= wall + 2e-3  # each rounded to 1 ms
     assert "model_s" not in table["outer"]  # without model_time only walls are kept
 
 
