@@ -384,7 +384,7 @@ def _can_decode(model) -> bool:
     """Whether `_decode_batch` decodes as ``model.generate`` would: no logits processor configured
     beyond the sampling settings unpact passes, and a forward that takes a cache."""
     cfg = getattr(model, "generation_config", None)
-    if cfg is None or "cache" not in inspect.signature(model.forward).parameters:
+    if cfg is None or _cache_layout(model, 0) is None:  # a forward without a cache it can lay out
         return False
     return all(getattr(cfg, k, d) in (d, None) for k, d in _PROCESSORS.items())
 
