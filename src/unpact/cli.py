@@ -48,6 +48,10 @@ def _prepare_benchmark(args):
 
     grid = _study_config(args)
     model, bench = grid.models[0], grid.benchmarks[0]
+    if model.finetune is not None:
+        raise UnpactError(f"`prepare` trains the built-in model only; the study's first model ({model.name}) is "
+                          f"{model.path} taught the benchmark by its finetune: block, which `unpact run` does first "
+                          "(into the run's groups/MODEL__BENCHMARK/model and gold)")
     if model.path is not None:
         raise UnpactError(f"`prepare` trains the built-in model only, and the study's first model "
                           f"({model.name}) is a pretrained folder ({model.path}); put a builtin: model first")

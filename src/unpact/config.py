@@ -23,6 +23,7 @@ from .errors import UnpactError, did_you_mean
 from .evaluation import DEFAULT_DESTRUCTIVE_THRESHOLD, DEFAULT_RECOVERY_THRESHOLD, DEFAULT_ROUGE_THRESHOLD
 from .models import hub
 from .models.builtin import BuiltinModelConfig
+from .models.finetune import FinetuneConfig
 from .recovery import ATTACKS
 from .recovery.base import check_settings, settings_fields
 from .unlearn import METHODS, UnlearnConfig
@@ -148,6 +149,7 @@ class StudyConfig:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     raw_text: RawTextConfig | None = None  # the benchmark's: unlearn from its raw corpora
+    finetune: FinetuneConfig | None = None  # the model's: teach the pretrained model the benchmark first
     dtype: str | None = None  # the model's: the precision of scores, answers and attacks (None: as loaded)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     holdout: list[str] = field(default_factory=list)  # forget items kept for tuning's validation: not unlearned
@@ -171,13 +173,18 @@ class ModelSpec:
 
     ``gold`` (same forms) is the model retrained without the forget set: TOFU's forget quality and
     MUSE's PrivLeak are measured against it, and every attack is read against the same attack on it
-    (the calibration control; without one, the never-known retain items are)."""
+    (the calibration control; without one, the never-known retain items are).
+
+    ``finetune`` (with ``path``): teach the pretrained model the benchmark's facts first, and a gold
+    model from the same weights without the forget set (`unpact.models.finetune`; TOFU's and MUSE's
+    fine-tune-then-unlearn protocol), for a fictitious benchmark the model cannot already know."""
 
     name: str = "builtin"
     builtin: BuiltinModelConfig | None = None
     path: str | None = None
     trust_remote_code: bool = False
     gold: str | None = None
+    finetune: FinetuneConfig | None = None
     # The precision the original and every unlearned model are scored, asked and attacked in (None:
     # the weights' own, float32 for every known model). Training is not affected: unlearning runs in
     # the precision the weights load in and relearning in float32 (bfloat16 would round away the
@@ -263,7 +270,8 @@ class GridConfig:
         return StudyConfig(seed=seed, batch_size=self.batch_size, generate_batch_size=self.generate_batch_size,
                            data=benchmark.builtin or DataConfig(), model=model.builtin or BuiltinModelConfig(), methods=methods,
                            attribution=self.attribution, recovery=self.recovery, evaluation=self.evaluation,
-                           raw_text=benchmark.raw_text, dtype=model.dtype, generation=self.generation,
+                           raw_text=benchmark.raw_text, finetune=model.finetune, dtype=model.dtype,
+                           generation=self.generation,
                            holdout=list(self.tune.holdout), tuning_protocol=self.tune.protocol)
 
 
@@ -397,6 +405,22 @@ def _unique_names(specs: list, where: str) -> None:
                "give exactly one of builtin: {...} or path: DIR")
 
 
+def _validate_finetune(f: FinetuneConfig, where: str, m: ModelSpec) -> None:
+    _check(m.path is not None, where, m.name, "finetune teaches a pretrained model: give it a path: (the built-in "
+           "model is taught by its builtin: settings)")
+    _check(m.gold is None, f"{where[:where.rindex('.')]}.gold", m.gold,
+           "with finetune the gold model is taught from the same weights without the forget set; remove gold")
+    _check(f.lr > 0, f"{where}.lr", f.lr, "use a positive learning rate")
+    for name in ("batch_size", "max_epochs", "eval_every"):
+        _check(getattr(f, name) >= 1, f"{where}.{name}", getattr(f, name), "use 1 or more")
+    _check(0 < f.target_accuracy <= 1, f"{where}.target_accuracy", f.target_accuracy, "use a share in (0, 1]")
+    for k, split in enumerate(f.splits):
+        _check(split in SPLITS, f"{where}.splits[{k}]", split,
+               f"choose from {', '.join(SPLITS)}{did_you_mean(str(split), SPLITS)}")
+    _check("forget" in f.splits, f"{where}.splits", f.splits,
+           "include forget: the model must know what it is to unlearn")
+
+
 def validate_grid(cfg: GridConfig) -> GridConfig:
     """Check the grid's axes and overrides, then every (model, benchmark, seed) group as a study."""
     _check(_folder_name(cfg.name), "name", cfg.name,
@@ -415,6 +439,8 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
                 raise UnpactError(f"config models[{i}].{key}: {e}") from None
         _check(m.dtype is None or m.dtype in DTYPES, f"models[{i}].dtype", m.dtype,
                f"choose from {', '.join(DTYPES)}{did_you_mean(str(m.dtype), DTYPES)}")
+        if (f := m.finetune) is not None:
+            _validate_finetune(f, f"models[{i}].finetune", m)
     _unique_names(cfg.benchmarks, "benchmarks")
     from .data.benchmarks import FORMATS, HUB_LAYOUTS
 

@@ -25,7 +25,7 @@ from ..data import SPLITS, builtin
 from ..data.benchmarks import Benchmark, load_benchmark
 from ..errors import UnpactError
 from ..io import read_json, read_jsonl, remove_partial_writes, write_json, write_jsonl
-from ..models import hub
+from ..models import finetune, hub
 from ..models.builtin import prepared_info
 from ..models.registry import model_path, resolve_model
 from ..recovery import AttackKey
@@ -90,12 +90,15 @@ class Grid:
         return self.out / "groups" / cell.group
 
     def _study(self, cell: Cell) -> Study:
-        model_dir = model_path(cell.model.path) if cell.model.path else self._group_dir(cell) / "model"
+        taught = cell.model.finetune is not None  # the pretrained model is taught the benchmark into the group
+        model_dir = model_path(cell.model.path) if cell.model.path and not taught else self._group_dir(cell) / "model"
         study = Study(self.cfg.group(cell.model, cell.benchmark, cell.seed), self._group_dir(cell), self.ui,
                       model_dir=model_dir, trust_remote_code=cell.model.trust_remote_code)
+        if taught:
+            study.source = model_path(cell.model.path)
         if cell.model.gold:
             study.gold_dir = model_path(cell.model.gold)
-        elif cell.model.builtin is not None and self.cfg.evaluation.gold_model:
+        elif (cell.model.builtin is not None or taught) and self.cfg.evaluation.gold_model:
             study.gold_dir = self._group_dir(cell) / "gold"
         return study
 
@@ -114,6 +117,10 @@ class Grid:
 
     def _model_current(self, study: Study, cell: Cell) -> bool:
         """Whether the group's original model is ready as the settings ask (no training needed)."""
+        if study.teaches():
+            info = finetune.prepared_info(study.model_dir)
+            items = [it for s in study.cfg.finetune.splits for it in study.splits[s]]
+            return bool(info) and info.get("key") == study.cfg.finetune.key(finetune.source_files(study.source), items)
         if cell.model.path:
             return True
         info = prepared_info(study.model_dir)
@@ -212,7 +219,8 @@ class Grid:
         path = study.model_dir.resolve()
         # inside the run directory the path is relative, so the same study run elsewhere matches
         shown = os.path.relpath(path, self.out.resolve()) if path.is_relative_to(self.out.resolve()) else hub.shown(path)
-        facts = model_facts({**info, "path": shown, "dtype": study.cfg.dtype})
+        facts = model_facts({**info, "path": shown, "dtype": study.cfg.dtype,
+                             "taught_from": cell.model.path if study.teaches() else None})
         return {"study": study, "base": base, "model": facts, "computed": computed}
 
     def _record_hub_models(self, model: ModelSpec) -> None:

@@ -10,6 +10,7 @@ from ..config import StudyConfig
 from ..data import SPLITS, Item
 from ..data.benchmarks import Benchmark
 from ..models.client import is_served
+from ..models.finetune import source_files
 from ..models.hub import is_hub
 from ..models.registry import resolve_model
 from .cache import digest
@@ -30,6 +31,9 @@ class StudyKeys:
     out: Path
     model_dir: str | Path
     gold_dir: Path | None
+    source: Path | None
+
+    def teaches(self) -> bool: ...
     splits: dict[str, list[Item]]
     bench: Benchmark | None
 
@@ -64,7 +68,7 @@ class StudyKeys:
         training settings and items determine it, so this is known before it is trained."""
         if self.gold_dir is None:
             return None
-        trained = self.cfg.model.key(self._gold_items(), self._all_items()) if self._trains_gold() else None
+        trained = self._gold_training_key() if self._trains_gold() else None
         # the gold model is attacked as the methods are (its hit rates are their control): the
         # attacks' settings and the original model's keywords (base) are part of its result too
         return digest(["gold", str(self.gold_dir.resolve()), trained, None if trained else self._model_files(self.gold_dir),
@@ -79,8 +83,16 @@ class StudyKeys:
         return digest([base_key, asdict(self.cfg.methods[index]), self.cfg.recovery, self.cfg.evaluation,
                        self.cfg.generation, self.cfg.seed, self.gold_key(), raw])
 
+    def _gold_training_key(self) -> str:
+        """The key of the gold model's training: the built-in model's, or the taught one's (`finetune`)."""
+        if self.teaches():
+            return self.cfg.finetune.key(source_files(self.source), self._gold_items())
+        return self.cfg.model.key(self._gold_items(), self._all_items())
+
     def _gold_items(self) -> list[Item]:
-        return [it for s in SPLITS if s != "forget" for it in self.splits[s]]
+        """What a gold model is trained on: every split but forget (with ``finetune``, every taught one)."""
+        splits = self.cfg.finetune.splits if self.teaches() else SPLITS
+        return [it for s in splits if s != "forget" for it in self.splits[s]]
 
     def _all_items(self) -> list[Item]:
         return [it for s in SPLITS for it in self.splits[s]]

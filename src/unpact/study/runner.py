@@ -26,6 +26,7 @@ from ..io import write_atomic, write_json, write_jsonl
 from ..models import hub, load_model, prompt_format
 from ..models.builtin import builtin_tokenizer, context_for, prepare_builtin
 from ..models.client import is_served
+from ..models.finetune import prepare_finetuned
 from ..models.hub import is_hub
 from ..models.loading import context_length, load_tokenizer, save_model
 from ..models.registry import model_path, resolve_model
@@ -54,6 +55,8 @@ class Study(StudyKeys, StudyAttacks):
         # The retrained gold model (never saw the forget set), when there is one; see `prepare_gold`.
         self.gold_dir: Path | None = None
         self.gold: dict | None = None
+        # The pretrained model that `cfg.finetune` teaches the benchmark into ``model_dir`` (and ``gold_dir``).
+        self.source: Path | None = None
         self.ui = reporter or Reporter(quiet=True)
         self.splits: dict[str, list[Item]] = {}
         self.bench: Benchmark | None = None  # what else the benchmark brings: MUSE's ICL, VerbMem, raw text
@@ -112,22 +115,41 @@ class Study(StudyKeys, StudyAttacks):
 
     def prepare(self, bench: Benchmark | None = None, train: bool = True) -> dict:
         """Write the benchmark's items (``bench``, or the generated built-in one) into ``out/data`` and
-        prepare (or reuse) the built-in model in ``model_dir``; ``train=False`` uses ``model_dir`` as
-        given (a pretrained model). Returns the model's info (parameters, accuracy, train seconds)."""
+        prepare (or reuse) the original model in ``model_dir``: the built-in model trained on them
+        (``train``), the pretrained ``source`` taught them (``cfg.finetune``), or with neither
+        ``model_dir`` as given (a pretrained model). Returns the model's info (parameters, accuracy,
+        train seconds)."""
         self.bench = bench or Benchmark("builtin", builtin.generate(**asdict(self.cfg.data)))
         self.splits = self.bench.splits
         self.check_lengths(builtin_model=train)
         builtin.save(self.splits, self.out / "data")
-        if not train:
+        if self.teaches():
+            info, reused = self._teach([it for s in self.cfg.finetune.splits for it in self.splits[s]],
+                                       Path(self.model_dir), "original model")
+        elif not train:
             self._hold_out()
             return {"path": str(self.model_dir)}
-        with self.ui.bar("prepare built-in model (epochs)", self.cfg.model.max_epochs) as bar, stage("train built-in model"):
-            info, reused = prepare_builtin(self._all_items(), self.model_dir, self.cfg.model, bar,
-                                           margin=self.cfg.generation.margin)
+        else:
+            with (self.ui.bar("prepare built-in model (epochs)", self.cfg.model.max_epochs) as bar,
+                  stage("train built-in model")):
+                info, reused = prepare_builtin(self._all_items(), self.model_dir, self.cfg.model, bar,
+                                               margin=self.cfg.generation.margin)
         self._hold_out()
         self.ui.info(f"model: {'reused' if reused else 'trained'} {info['parameters']:,} parameters, "
                      f"greedy accuracy {info['accuracy']:.1%} ({info['train_seconds']} s to train)")
         return info
+
+    def teaches(self) -> bool:
+        """Whether the original (and gold) model is a pretrained ``source`` taught the benchmark first."""
+        return self.cfg.finetune is not None and self.source is not None
+
+    def _teach(self, items: list[Item], folder: Path, what: str) -> tuple[dict, bool]:
+        """``source`` taught ``items`` into ``folder`` (`unpact.models.finetune`), or reused."""
+        f = self.cfg.finetune
+        with self.ui.bar(f"{what}: taught {len(items)} facts (epochs)", f.max_epochs) as bar, stage(f"teach {what}"):
+            return prepare_finetuned(self.source, items, folder, f, bar, margin=self.cfg.generation.margin,
+                                     trust_remote_code=self.trust_remote_code, label=f"{what} taught from "
+                                     f"{hub.shown(self.source)}")
 
     def _hold_out(self) -> None:
         """Leave tuning's validation items (``holdout``, written by `unpact tune`) out of the forget set:
@@ -148,7 +170,7 @@ class Study(StudyKeys, StudyAttacks):
         elif is_served(self.model_dir):
             scorer = self.open(self.model_dir)  # its template and tokenizer are the server's
             fmt, context, model = scorer.fmt, scorer.max_length, str(self.model_dir)
-        elif (path := model_path(self.model_dir)).is_dir():
+        elif (path := model_path(self.source if self.teaches() else self.model_dir)).is_dir():
             fmt, context, model = (prompt_format(load_tokenizer(path, self.trust_remote_code)), context_length(path),
                                    hub.shown(path))
         else:
@@ -208,7 +230,9 @@ class Study(StudyKeys, StudyAttacks):
         return self.gold
 
     def _gold(self, base: dict) -> dict:
-        if self._trains_gold():
+        if self._trains_gold() and self.teaches():
+            self._teach(self._gold_items(), self.gold_dir, "gold model")
+        elif self._trains_gold():
             with (self.ui.bar("gold model: trained without the forget set (epochs)", self.cfg.model.max_epochs) as bar,
                   stage("train gold model")):
                 # the original model's tokenizer (trained on every split's text), not a new one
@@ -355,6 +379,7 @@ class Study(StudyKeys, StudyAttacks):
 
 
 def model_facts(info: dict) -> dict:
-    """The model as metrics.json records it: where, how big, how well it learnt, the precision it was
-    evaluated in where the study sets one (no timings)."""
-    return {k: info[k] for k in ("path", "parameters", "accuracy", "dtype") if info.get(k) is not None}
+    """The model as metrics.json records it: where, the pretrained model it was taught from (with
+    ``finetune``), how big, how well it learnt, the precision it was evaluated in where the study sets
+    one (no timings)."""
+    return {k: info[k] for k in ("path", "taught_from", "parameters", "accuracy", "dtype") if info.get(k) is not None}
