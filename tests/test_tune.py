@@ -104,3 +104,27 @@ def test_tune_on_the_built_in_benchmark_never_runs_an_attack(tmp_path, monkeypat
     study = grid._study(cell)
     study.prepare(grid._benchmark(cell.benchmark))
     assert {it.id for it in study.splits["forget"]} == test
+
+
+def test_validation_from_retain_keeps_every_forget_item_for_the_study(tmp_path, monkeypatch):
+    """Validation items drawn from retain entities: tuning unlearns them and never trains them as
+    retain; the study's forget set stays whole (nothing held out) and they stay retain there."""
+    unlearned = []
+    real = tuning.unlearn
+    monkeypatch.setattr(tuning, "unlearn", lambda model, tok, fmt, forget, retain, cfg: unlearned.append(
+        ({it.id for it in forget}, {it.id for it in retain})) or real(model, tok, fmt, forget, retain, cfg))
+    spec = {**TINY, "methods": TINY["methods"][:1], "tune": {**TINY["tune"], "validation_from": "retain"}}
+    summary = tuning.tune(validate_grid(from_dict(GridConfig, spec)), tmp_path)
+    from unpact.data import builtin
+
+    splits = builtin.generate(n_entities=10, forget_fraction=0.4)
+    val = set(summary["validation_items"])
+    assert set(summary["test_items"]) == {it.id for it in splits["forget"]}  # every forget item is a test item
+    assert val <= {it.id for it in splits["retain"]}
+    assert len({i.split("-")[1] for i in val}) == 4  # as many validation people as forget people
+    assert len(unlearned) == 4 and all(f == val and not r & val for f, r in unlearned)
+    assert "retain entities" in summary["protocol"]
+    tuned = load_config(tmp_path / "tuned.yaml")
+    assert tuned.tune.holdout == [] and tuned.tune.validation_from == "retain"
+    with pytest.raises(UnpactError, match=r"tune\.validation_from: 'retian' is invalid; choose forget or retain"):
+        validate_grid(from_dict(GridConfig, {"tune": {"validation_from": "retian"}}))

@@ -130,6 +130,9 @@ class TuneConfig:
     lr_factors: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     tradeoff_factors: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     validation_share: float = 0.5
+    # where the validation items come from: "forget" (a share of the forget entities, then held out of
+    # the study) or "retain" (as many retain entities as forget ones; the study keeps every forget item)
+    validation_from: str = "forget"
     max_destructive: float = 0.10
     holdout: list[str] = field(default_factory=list)
     protocol: str = ""  # the protocol in words, written by `unpact tune` for the report
@@ -470,6 +473,8 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
         for i, f in enumerate(factors):
             _check(f > 0, f"tune.{name}[{i}]", f, "use a positive factor")
     _check(0 < t.validation_share < 1, "tune.validation_share", t.validation_share, "use a value in (0, 1)")
+    _check(t.validation_from in ("forget", "retain"), "tune.validation_from", t.validation_from,
+           f"choose forget or retain{did_you_mean(str(t.validation_from), ('forget', 'retain'))}")
     _check(0 <= t.max_destructive <= 1, "tune.max_destructive", t.max_destructive, "use a value in [0, 1]")
     _validate_methods(cfg.methods)
     names = {"model": {m.name for m in cfg.models}, "benchmark": {b.name for b in cfg.benchmarks},

@@ -6,11 +6,14 @@ hyper-parameter (`Method.tradeoff`, e.g. the retain weight α; its configured va
 factor). A method without one (GA, CE-U) gets the same number of runs over the step size alone,
 spread geometrically over the same range.
 
-Selection uses a validation forget split: the forget items of a seeded ``validation_share`` of the
-forget entities (items without an entity count as their own), disjoint from the test items the study
-is then judged on. Each run unlearns the validation items (retain as configured) and is scored by
-greedy answers only: forget efficacy on the validation items and destructive rate on retain +
-utility. The criterion: the highest forget efficacy with destructive rate ≤ ``max_destructive``;
+Selection uses a validation forget split disjoint from the test items the study is then judged on
+(items without an entity count as their own entity). ``validation_from: forget``: the forget items of
+a seeded ``validation_share`` of the forget entities, which the study then leaves out of its forget
+set (``holdout``). ``validation_from: retain``: the items of as many seeded retain entities as the
+forget set has, which the tuning runs leave out of their retain set; the study keeps its whole forget
+set, and those entities stay ordinary retain items there. Each run unlearns the validation items and
+is scored by greedy answers only: forget efficacy on the validation items and destructive rate on
+retain (without the validation entities) + utility. The criterion: the highest forget efficacy with destructive rate ≤ ``max_destructive``;
 ties go to the lower destructive rate, then to the run nearest the configured setting; when no run
 meets the bound, the lowest destructive rate. No attack is run or read: `select` sees only those two
 numbers per run.
@@ -43,20 +46,40 @@ from ..models import prompt_format
 from ..unlearn import METHODS, UnlearnConfig, unlearn
 
 
+def _entities(items: list[Item]) -> list[str]:
+    return sorted({it.entity or it.id for it in items})
+
+
+def _pick(items: list[Item], k: int, seed: int) -> tuple[list[Item], list[Item]]:
+    """(the items of ``k`` seeded entities of ``items``, the rest)."""
+    names = _entities(items)
+    random.Random(seed).shuffle(names)
+    chosen = set(names[:k])
+    return [it for it in items if (it.entity or it.id) in chosen], [it for it in items if (it.entity or it.id) not in chosen]
+
+
 def split_forget(items: list[Item], share: float, seed: int) -> tuple[list[Item], list[Item]]:
     """(validation, test): the items of a seeded ``share`` of the forget entities, and the rest. At
     least one entity goes each way."""
-    groups: dict[str, list[Item]] = {}
-    for it in items:
-        groups.setdefault(it.entity or it.id, []).append(it)
-    if len(groups) < 2:
-        raise UnpactError(f"tune: the forget set has {len(groups)} entity; a validation split disjoint from the "
-                          "test items needs at least 2")
-    names = sorted(groups)
-    random.Random(seed).shuffle(names)
-    k = min(max(1, round(share * len(names))), len(names) - 1)
-    chosen = set(names[:k])
-    return [it for it in items if (it.entity or it.id) in chosen], [it for it in items if (it.entity or it.id) not in chosen]
+    n = len(_entities(items))
+    if n < 2:
+        raise UnpactError(f"tune: the forget set has {n} entity; a validation split disjoint from the "
+                          "test items needs at least 2; or set tune.validation_from: retain")
+    return _pick(items, min(max(1, round(share * n)), n - 1), seed)
+
+
+def split_validation(splits: dict[str, list[Item]], t: TuneConfig, seed: int) -> tuple[list, list, list]:
+    """(validation, test, retain): the items tuning unlearns, the forget items the study is judged on,
+    and the retain items the tuning runs keep (`validation_from`, see the module docstring)."""
+    if t.validation_from == "forget":
+        validation, test = split_forget(splits["forget"], t.validation_share, seed)
+        return validation, test, splits["retain"]
+    n_forget, n_retain = len(_entities(splits["forget"])), len(_entities(splits["retain"]))
+    if n_retain < n_forget + 1:
+        raise UnpactError(f"tune: validation_from retain needs more retain entities ({n_retain}) than forget ones "
+                          f"({n_forget}), so some stay retain; use validation_from: forget")
+    validation, retain = _pick(splits["retain"], max(n_forget, 1), seed)
+    return validation, splits["forget"], retain
 
 
 def sweep(m: UnlearnConfig, tune: TuneConfig) -> list[UnlearnConfig]:
@@ -90,9 +113,11 @@ def select(scores: list[dict], max_destructive: float, configured: int | None = 
 def protocol(tune: TuneConfig, n_validation: int, n_test: int) -> str:
     """The protocol in words, as tune.json and the report state it."""
     budget = len(tune.lr_factors) * len(tune.tradeoff_factors)
+    source = ("validation forget items" if tune.validation_from == "forget" else
+              "validation items of retain entities (unlearned in tuning only)")
     return (f"every method: {budget} runs, learning rate × {tune.lr_factors} and its main trade-off "
             f"hyper-parameter × {tune.tradeoff_factors} of the configured values (step size alone, over the same "
-            f"range, for a method without one); selected on {n_validation} validation forget items disjoint from the "
+            f"range, for a method without one); selected on {n_validation} {source} disjoint from the "
             f"{n_test} test items by the highest forget efficacy with destructive rate ≤ {tune.max_destructive:.0%} "
             "(ties: lower destructive rate, then nearest the configured setting); greedy answers only, no attack "
             "run or read")
@@ -116,11 +141,11 @@ def tune(grid: GridConfig, out: Path, reporter=None) -> dict:
     study = runner._study(cell)
     study.prepare(runner._benchmark(cell.benchmark), train=cell.model.builtin is not None)
     splits, cfg, t = study.splits, study.cfg, grid.tune
-    validation, test = split_forget(splits["forget"], t.validation_share, cell.seed)
+    validation, test, retain = split_validation(splits, t, cell.seed)
     threshold = cfg.evaluation.rouge_threshold
     model, tok = study.load(study.model_dir)
     scorer = study.scorer(model, tok)
-    keep = splits["retain"] + splits["utility"]
+    keep = retain + splits["utility"]
     before = {"forget": _correct(scorer, validation, study.budgets.get("forget"), threshold),
               "keep": _correct(scorer, keep, max(study.budgets.get("retain", 0), study.budgets.get("utility", 0)) or None,
                                threshold)}
@@ -129,7 +154,7 @@ def tune(grid: GridConfig, out: Path, reporter=None) -> dict:
         runs, t0 = [], time.perf_counter()
         configs = sweep(m, t)
         for k, run in enumerate(configs):
-            trained, logs = unlearn(copy.deepcopy(model), tok, prompt_format(tok), validation, splits["retain"], run)
+            trained, logs = unlearn(copy.deepcopy(model), tok, prompt_format(tok), validation, retain, run)
             s = study.scorer(trained, tok)
             after_f = _correct(s, validation, study.budgets.get("forget"), threshold)
             after_k = _correct(s, keep, max(study.budgets.get("retain", 0), study.budgets.get("utility", 0)) or None,
@@ -153,7 +178,8 @@ def tune(grid: GridConfig, out: Path, reporter=None) -> dict:
     tuned = dataclasses.replace(grid, methods=[dataclasses.replace(m, lr=results[m.method]["lr"],
                                                                    hparams=results[m.method]["hparams"])
                                                for m in grid.methods],
-                                tune=dataclasses.replace(t, holdout=[it.id for it in validation],
+                                tune=dataclasses.replace(t, holdout=[it.id for it in validation]
+                                                         if t.validation_from == "forget" else [],
                                                          protocol=summary["protocol"]))
     (out / "tuned.yaml").write_text("# written by `unpact tune`: each method at its selected settings; "
                                     "tune.holdout (the validation items) is left out of the forget set\n"
