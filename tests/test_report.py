@@ -568,3 +568,16 @@ def test_report_states_the_tuning_protocol_and_each_chosen_setting(run_dir):
     html = render_report(run_dir).read_text(encoding="utf-8")
     assert "every method: 9 runs, selected on validation, no attack run or read" in html
     assert "6\nvalidation items left out" in html and "GA_GDR lr 0.0004, alpha 6" in html
+
+
+def test_report_renders_a_logit_lens_profile_with_nothing_forgotten(run_dir):
+    """A method that forgot nothing (RMU at a small step on the fine-tuned SmolLM2 preset) has no ranks
+    over forgotten items; the report says so instead of failing after a whole study."""
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    name = next(iter(metrics["methods"]))
+    metrics["methods"][name]["layer_profile"] = {
+        "layers": 2, "rank_threshold": 1, "forgotten": {"n": 0, "median_rank": None, "mean_logprob": None},
+        "control": {"kind": "gold model", "n": 3, "median_rank": [4.0, 2.0], "mean_logprob": [-3.0, -1.0]}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    assert "over the forgotten items: none forgotten;" in html and "4.0 · 2.0" in html
