@@ -32,10 +32,12 @@ class StudyKeys:
     model_dir: str | Path
     gold_dir: Path | None
     source: Path | None
-
-    def teaches(self) -> bool: ...
     splits: dict[str, list[Item]]
     bench: Benchmark | None
+
+    def teaches(self) -> bool:
+        """Whether the models are a pretrained ``source`` taught the benchmark (`Study.teaches`)."""
+        raise NotImplementedError
 
     def _model_files(self, folder: str | Path | None = None) -> list:
         """(name, size, modification time) of a model's files: a retrained model changes them
