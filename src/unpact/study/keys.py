@@ -36,8 +36,8 @@ class StudyKeys:
     bench: Benchmark | None
 
     def teaches(self) -> bool:
-        """Whether the models are a pretrained ``source`` taught the benchmark (`Study.teaches`)."""
-        raise NotImplementedError
+        """Whether the original (and gold) model is a pretrained ``source`` taught the benchmark first."""
+        return self.cfg.finetune is not None and self.source is not None
 
     def _model_files(self, folder: str | Path | None = None) -> list:
         """(name, size, modification time) of a model's files: a retrained model changes them

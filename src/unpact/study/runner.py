@@ -4,46 +4,44 @@
 
 Every stage's result is written atomically into the run directory with a key of what it depends on
 (`cache.cached_stage`) and reused when the run is started again with the same settings, so an
-interrupted study resumes where it stopped. What is measured lives in `measure`, the attacks in
-`unpact.recovery`, the metrics in `unpact.evaluation.method_metrics`, the records in `unpact.report`.
+interrupted study resumes where it stopped. Preparing the items and the original model lives in
+`setup`, what is measured in `measure`, the attacks in `attacks` and `unpact.recovery`, the metrics,
+records and report in `outputs`.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from .. import distributed
 from ..config import StudyConfig
-from ..data import SPLITS, Item, builtin
+from ..data import SPLITS, Item
 from ..data.benchmarks import Benchmark
 from ..data.chunks import raw_training_sets
-from ..evaluation.method_metrics import accuracy, method_metrics
-from ..io import write_atomic, write_json, write_jsonl
-from ..models import hub, load_model, prompt_format
-from ..models.builtin import builtin_tokenizer, context_for, prepare_builtin
+from ..io import write_atomic, write_json
+from ..models import load_model, prompt_format
+from ..models.builtin import prepare_builtin
 from ..models.client import is_served
-from ..models.finetune import prepare_finetuned
 from ..models.hub import is_hub
-from ..models.loading import context_length, load_tokenizer, save_model
-from ..models.registry import model_path, resolve_model
-from ..report import render_report
-from ..report.records import records
+from ..models.loading import save_model
+from ..models.registry import resolve_model
 from ..scoring import Scorer
 from ..timing import stage
 from ..unlearn import unlearn
-from . import known, lengths, measure
+from . import known, measure
 from .attacks import StudyAttacks
 from .cache import cached, cached_stage, digest
 from .keys import StudyKeys, where
+from .outputs import StudyOutputs, model_facts
 from .progress import Reporter
-from .standard import standard_metrics, tofu_raw_splits
+from .setup import StudySetup
+from .standard import tofu_raw_splits
 
 
-class Study(StudyKeys, StudyAttacks):
+class Study(StudyKeys, StudyAttacks, StudySetup, StudyOutputs):
     """One run directory and the state shared by its stages."""
 
     def __init__(self, cfg: StudyConfig, out: str | Path, reporter: Reporter | None = None,
@@ -112,84 +110,6 @@ class Study(StudyKeys, StudyAttacks):
         return out
 
     # -- stages ---------------------------------------------------------------------------------
-
-    def prepare(self, bench: Benchmark | None = None, train: bool = True) -> dict:
-        """Write the benchmark's items (``bench``, or the generated built-in one) into ``out/data`` and
-        prepare (or reuse) the original model in ``model_dir``: the built-in model trained on them
-        (``train``), the pretrained ``source`` taught them (``cfg.finetune``), or with neither
-        ``model_dir`` as given (a pretrained model). Returns the model's info (parameters, accuracy,
-        train seconds)."""
-        self.bench = bench or Benchmark("builtin", builtin.generate(**asdict(self.cfg.data)))
-        self.splits = self.bench.splits
-        self.check_lengths(builtin_model=train)
-        builtin.save(self.splits, self.out / "data")
-        if self.teaches():
-            info, reused = self._teach([it for s in self.cfg.finetune.splits for it in self.splits[s]],
-                                       Path(self.model_dir), "original model")
-        elif not train:
-            self._hold_out()
-            return {"path": str(self.model_dir)}
-        else:
-            with (self.ui.bar("prepare built-in model (epochs)", self.cfg.model.max_epochs) as bar,
-                  stage("train built-in model")):
-                info, reused = prepare_builtin(self._all_items(), self.model_dir, self.cfg.model, bar,
-                                               margin=self.cfg.generation.margin)
-        self._hold_out()
-        self.ui.info(f"model: {'reused' if reused else 'trained'} {info['parameters']:,} parameters, "
-                     f"greedy accuracy {info['accuracy']:.1%} ({info['train_seconds']} s to train)")
-        return info
-
-    def teaches(self) -> bool:
-        """Whether the original (and gold) model is a pretrained ``source`` taught the benchmark first."""
-        return self.cfg.finetune is not None and self.source is not None
-
-    def _teach(self, items: list[Item], folder: Path, what: str) -> tuple[dict, bool]:
-        """``source`` taught ``items`` into ``folder`` (`unpact.models.finetune`), or reused."""
-        f = self.cfg.finetune
-        with self.ui.bar(f"{what}: taught {len(items)} facts (epochs)", f.max_epochs) as bar, stage(f"teach {what}"):
-            return prepare_finetuned(self.source, items, folder, f, bar, margin=self.cfg.generation.margin,
-                                     trust_remote_code=self.trust_remote_code, label=f"{what} taught from "
-                                     f"{hub.shown(self.source)}")
-
-    def _hold_out(self) -> None:
-        """Leave tuning's validation items (``holdout``, written by `unpact tune`) out of the forget set:
-        the model learnt them, but the methods are judged on the test items only."""
-        if self.cfg.holdout:
-            held = set(self.cfg.holdout)
-            self.splits = {**self.splits, "forget": [it for it in self.splits["forget"] if it.id not in held]}
-
-    def check_lengths(self, builtin_model: bool = False) -> None:
-        """Measure every sequence the study will build against the model's context before any
-        training or scoring (`lengths`), and set the answer budgets. ``builtin_model``: the model is
-        the built-in one, still to be trained (or reused): its tokenizer is trained here (in well
-        under a second) and, unless the config sets ``max_positions``, its context is sized to hold
-        them all. Raises UnpactError naming the item, split and attack of the longest that does not fit."""
-        if builtin_model:
-            fmt, context, model = prompt_format(builtin_tokenizer(self._all_items(), self.cfg.model)), \
-                self.cfg.model.max_positions, "the built-in model"
-        elif is_served(self.model_dir):
-            scorer = self.open(self.model_dir)  # its template and tokenizer are the server's
-            fmt, context, model = scorer.fmt, scorer.max_length, str(self.model_dir)
-        elif (path := model_path(self.source if self.teaches() else self.model_dir)).is_dir():
-            fmt, context, model = (prompt_format(load_tokenizer(path, self.trust_remote_code)), context_length(path),
-                                   hub.shown(path))
-        else:
-            return  # not converted or not there: loading it converts it, or says so
-        self.budgets = lengths.answer_budgets(fmt, self.splits, self.cfg.generation)
-        if context is None and not builtin_model:
-            return  # a served model's server refuses what does not fit, in its own words
-        every = list(lengths.needs(fmt, self.cfg, self.splits, self.bench,
-                                   ("forget",) if self.gold_dir is not None else ("forget", "retain")))
-        if builtin_model and context is None:
-            self.cfg.model = replace(self.cfg.model, max_positions=context_for(max(n.tokens for n in every)))
-        else:
-            lengths.check(every, context, model, builtin=builtin_model)
-
-    def share(self, group: Study) -> None:
-        """Take what the (model, benchmark) group's study prepared: items, benchmark, gold results,
-        answer budgets and the built-in model's sized settings (a cell's study prepares nothing)."""
-        self.bench, self.splits, self.gold, self.budgets = group.bench, group.splits, group.gold, group.budgets
-        self.cfg.model = group.cfg.model
 
     def forget_known(self, n: int, seed: int, compute: bool = True) -> bool:
         """Re-split forget/retain into ``n`` items the original model knows and the rest (`known`)."""
@@ -334,52 +254,5 @@ class Study(StudyKeys, StudyAttacks):
         results = [self.audit_model(name, path, base) for name, path in unlearned.items()]
         return self._finish({"path": str(self.model_dir)}, base, results)
 
-    def standard(self, measured: dict, base: dict) -> dict:
-        """The benchmark's own metrics of one model's stored measurements."""
-        return standard_metrics(measured["tofu"], measured["answers"], self.splits, measured.get("mia_auc"),
-                                self.gold, measured.get("muse"), base.get("muse"))
 
-    def method_metrics(self, base: dict, result: dict) -> dict:
-        """The metrics.json entry of one unlearned model (`unpact.evaluation.method_metrics`)."""
-        ev, a = self.cfg.evaluation, self.cfg.attribution
-        return method_metrics(base, result, recovery_threshold=ev.recovery_threshold,
-                              destructive_threshold=ev.destructive_threshold, alpha=a.alpha, beta=a.beta,
-                              standard=self.standard(result, base), control=self.control(base, result))
-
-    def records(self, base: dict, result: dict) -> list[dict]:
-        """Per-item records of one unlearned model (`unpact.report.records`)."""
-        return records(base, result, self.splits, self.cfg.attribution.alpha, self.cfg.attribution.beta)
-
-    def group_metrics(self, model: dict, base: dict) -> dict:
-        """Everything in metrics.json but the methods: the model, base accuracy, settings."""
-        ev, g = self.cfg.evaluation, self.gold
-        return {
-            "model": model,
-            "base": {"accuracy": {s: accuracy(base["answers"][s]["correct"]) for s in SPLITS},
-                     "mia_auc": base.get("mia_auc"), "standard": self.standard(base, base)},
-            "gold": None if g is None else {
-                "mia_auc": g["mia_auc"], "accuracy": {s: accuracy(g["answers"][s]["correct"]) for s in SPLITS},
-                "standard": self.standard(g, base)},
-            "thresholds": {"recovery": ev.recovery_threshold, "destructive": ev.destructive_threshold,
-                           "rouge": ev.rouge_threshold},
-            "keytokens": {"alpha": self.cfg.attribution.alpha, "beta": self.cfg.attribution.beta},
-            "attribution_quality": base["attribution_quality"],
-            **({"tuning": {"protocol": self.cfg.tuning_protocol, "held_out": len(self.cfg.holdout),
-                           "settings": {m.method: {"lr": m.lr, "epochs": m.epochs, "hparams": m.hparams}
-                                        for m in self.cfg.methods}}} if self.cfg.holdout else {}),
-        }
-
-    def _finish(self, model: dict, base: dict, results: list[dict]) -> dict:
-        metrics = {**self.group_metrics(model, base),
-                   "methods": {r["method"]: self.method_metrics(base, r) for r in results}}
-        write_jsonl(self.out / "records.jsonl", (row for r in results for row in self.records(base, r)))
-        write_json(self.out / "metrics.json", metrics)
-        render_report(self.out)
-        return metrics
-
-
-def model_facts(info: dict) -> dict:
-    """The model as metrics.json records it: where, the pretrained model it was taught from (with
-    ``finetune``), how big, how well it learnt, the precision it was evaluated in where the study sets
-    one (no timings)."""
-    return {k: info[k] for k in ("path", "taught_from", "parameters", "accuracy", "dtype") if info.get(k) is not None}
+__all__ = ["Study", "model_facts"]
