@@ -119,8 +119,8 @@ class Grid:
         """Whether the group's original model is ready as the settings ask (no training needed)."""
         if study.teaches():
             info = finetune.prepared_info(study.model_dir)
-            items = [it for s in study.cfg.finetune.splits for it in study.splits[s]]
-            return bool(info) and info.get("key") == study.cfg.finetune.key(finetune.source_files(study.source), items)
+            key = study.cfg.finetune.key(finetune.source_files(study.source), study._taught_items())
+            return bool(info) and info.get("key") == key
         if cell.model.path:
             return True
         info = prepared_info(study.model_dir)

@@ -91,6 +91,10 @@ class StudyKeys:
             return self.cfg.finetune.key(source_files(self.source), self._gold_items())
         return self.cfg.model.key(self._gold_items(), self._all_items())
 
+    def _taught_items(self) -> list[Item]:
+        """What the original model is taught with ``finetune``: the items of its splits."""
+        return [it for s in self.cfg.finetune.splits for it in self.splits[s]]
+
     def _gold_items(self) -> list[Item]:
         """What a gold model is trained on: every split but forget (with ``finetune``, every taught one)."""
         splits = self.cfg.finetune.splits if self.teaches() else SPLITS

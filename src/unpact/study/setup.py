@@ -47,8 +47,7 @@ class StudySetup:
         self.check_lengths(builtin_model=train)
         builtin.save(self.splits, self.out / "data")
         if self.teaches():
-            info, reused = self._teach([it for s in self.cfg.finetune.splits for it in self.splits[s]],
-                                       Path(self.model_dir), "original model")
+            info, reused = self._teach(self._taught_items(), Path(self.model_dir), "original model")
         elif not train:
             self._hold_out()
             return {"path": str(self.model_dir)}
