@@ -568,6 +568,10 @@ def test_report_states_the_tuning_protocol_and_each_chosen_setting(run_dir):
     html = render_report(run_dir).read_text(encoding="utf-8")
     assert "every method: 9 runs, selected on validation, no attack run or read" in html
     assert "6\nvalidation items left out" in html and "GA_GDR lr 0.0004, alpha 6" in html
+    metrics["tuning"]["held_out"] = 0  # tune.validation_from: retain holds no forget item out
+    (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    assert "every forget item judged here" in html and "left out of the forget set" not in html
 
 
 def test_report_renders_a_logit_lens_profile_with_nothing_forgotten(run_dir):

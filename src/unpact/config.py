@@ -109,14 +109,15 @@ class RawTextConfig:
 
 
 def _default_methods() -> list[UnlearnConfig]:
-    """The unPact paper's six methods and KeyNPO, tuned on the built-in model (see configs/demo.yaml)."""
+    """The unPact paper's six methods and KeyNPO at the settings `unpact tune configs/demo-tune.yaml`
+    chose on the built-in model (configs/demo.yaml says how)."""
     def m(method: str, lr: float, epochs: int, **hparams: float) -> UnlearnConfig:
         return UnlearnConfig(method=method, lr=lr, epochs=epochs, hparams=hparams)
 
-    return [m("GA_GDR", 2e-4, 15, alpha=3.0), m("GA_KLR", 2e-4, 15, alpha=3.0),
-            m("NPO_GDR", 5e-4, 12, alpha=5.0), m("NPO_KLR", 5e-4, 12, alpha=5.0),
-            m("TaskVector", 1e-3, 5, scale=0.75), m("RMU", 1e-2, 20, alpha=20.0, steer=3.0),
-            m("KeyNPO", 5e-4, 15, alpha=10.0, beta=0.3)]
+    return [m("GA_GDR", 4e-4, 15, alpha=1.5), m("GA_KLR", 4e-4, 15, alpha=1.5),
+            m("NPO_GDR", 1e-3, 12, alpha=2.5), m("NPO_KLR", 5e-4, 12, alpha=2.5),
+            m("TaskVector", 5e-4, 5, scale=0.75), m("RMU", 1e-2, 20, alpha=10.0, steer=3.0),
+            m("KeyNPO", 5e-4, 15, alpha=5.0, beta=0.3)]
 
 
 @dataclass

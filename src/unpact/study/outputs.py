@@ -54,7 +54,7 @@ class StudyOutputs:
             "attribution_quality": base["attribution_quality"],
             **({"tuning": {"protocol": self.cfg.tuning_protocol, "held_out": len(self.cfg.holdout),
                            "settings": {m.method: {"lr": m.lr, "epochs": m.epochs, "hparams": m.hparams}
-                                        for m in self.cfg.methods}}} if self.cfg.holdout else {}),
+                                        for m in self.cfg.methods}}} if self.cfg.tuning_protocol else {}),
         }
 
     def _finish(self, model: dict, base: dict, results: list[dict]) -> dict:
