@@ -26,6 +26,7 @@ BENCHES = {
     "memory": "bench_memory.py",
     "scaling": "bench_scaling.py",
     "study": "bench_study.py",
+    "training": "bench_training.py",
 }
 
 

@@ -39,6 +39,11 @@ from .errors import UnpactError
 R = TypeVar("R")
 # Fewer shared leading tokens than this are recomputed per row rather than cached (`Scorer._decode`).
 _MIN_SHARED = 4
+# `answer_log_softmax` runs a batch's shared opening once only from this many tokens on: the opening
+# costs a model call of its own (forward and backward when training), which a chat template's system
+# turn repays (SmolLM2: 30 tokens of a ~45-token training sequence) and a plain template's one to
+# three tokens do not.
+_MIN_OPENING = 16
 
 
 @dataclass
@@ -111,9 +116,60 @@ def answer_log_softmax(model: torch.nn.Module, batch: Packed,
     Rows where ``answer_mask`` is 0 hold distributions at prompt/pad positions; mask them out.
     ``inputs_embeds``: see `answer_token_logprobs`.
     """
+    if inputs_embeds is None and (opened := _behind_opening(model, batch)) is not None:
+        return opened
     ids = {"input_ids": batch.input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     return _answer_log_softmax(model, batch.answer_ids.shape[1], **ids, attention_mask=batch.attention_mask,
                                position_ids=batch.position_ids, use_cache=False)
+
+
+def _opening_length(batch: Packed) -> tuple[int, torch.Tensor]:
+    """(k, start): the number of leading tokens every row of ``batch`` shares — same ids, unmasked, at
+    positions 0 … k − 1 — and each row's first token index [B]. The opening stops one token before the
+    shortest row's answer prediction begins, so every row keeps the tokens its logits come from."""
+    mask = batch.attention_mask
+    start = mask.to(torch.int64).argmax(dim=1)  # left padding: the first unmasked slot
+    B, L = mask.shape
+    room = int((L - start).min()) - batch.answer_ids.shape[1] - 1
+    if B < 2 or room < _MIN_OPENING:
+        return 0, start
+    idx = start[:, None] + torch.arange(room, device=mask.device)[None, :]
+    ids, seen, pos = (x.gather(1, idx) for x in (batch.input_ids, mask, batch.position_ids))
+    same = (ids == ids[:1]).all(0) & (seen == 1).all(0) & (pos == torch.arange(room, device=mask.device)).all(0)
+    return int(same.to(torch.int64).cumprod(0).sum()), start
+
+
+def _behind_opening(model: torch.nn.Module, batch: Packed) -> torch.Tensor | None:
+    """`answer_log_softmax` of a batch whose rows open with the same ≥ ``_MIN_OPENING`` tokens (a chat
+    template's system turn): the opening runs once, as a one-row key/value cache every row attends to,
+    and each row runs only from its own tokens on. Differentiable — the unlearning, teaching and
+    relearning losses train through it, the opening's gradient summed over the rows — and equal to the
+    whole-sequence computation up to float rounding. None where it does not apply (short or no shared
+    opening, a model whose cache cannot be laid out so, a wrapped multi-process model)."""
+    k, start = _opening_length(batch)
+    if k < _MIN_OPENING:
+        return None
+    B, L = batch.input_ids.shape
+    with_config = _cache_layout(model, L)
+    if with_config is None:
+        return None
+    from transformers import DynamicCache
+
+    device = batch.input_ids.device
+    first = int(start[0])
+    cache = DynamicCache(config=model.config) if with_config else DynamicCache()
+    model(input_ids=batch.input_ids[:1, first:first + k], position_ids=torch.arange(k, device=device)[None],
+          attention_mask=torch.ones(1, k, dtype=batch.attention_mask.dtype, device=device), cache=cache,
+          use_cache=True, logits_to_keep=1)
+    layers = [tuple(x.expand(B, -1, -1, -1) for x in (layer.keys, layer.values)) for layer in cache.layers]
+    cache = DynamicCache(layers, config=model.config) if with_config else DynamicCache(layers)
+    # each row without its opening, still left-padded: slot j reads slot j + k from the row's first token on
+    j = torch.arange(L - k, device=device)[None, :]
+    src = j + k * (j >= start[:, None])
+    ids, mask, pos = (x.gather(1, src) for x in (batch.input_ids, batch.attention_mask, batch.position_ids))
+    mask = torch.cat([torch.ones(B, k, dtype=mask.dtype, device=device), mask], dim=1)
+    return _answer_log_softmax(model, batch.answer_ids.shape[1], input_ids=ids, attention_mask=mask,
+                               position_ids=pos, cache=cache, use_cache=True)
 
 
 def _answer_log_softmax(model: torch.nn.Module, T: int, **forward) -> torch.Tensor:
