@@ -196,3 +196,10 @@ def test_forget_known_forgets_what_the_model_answers_and_asks_each_question_once
     (tmp_path / "again" / "data" / "forget_known.json").write_bytes((tmp_path / "data" / "forget_known.json").read_bytes())
     assert again.forget_known(6, seed=0, compute=False)
     assert again.original_answers == s.original_answers and len(again.original_answers) == pool
+    # forget_known: all — every fact the original model answers is a forget item, none stays retain
+    every = Study(StudyConfig(), tmp_path / "all", model_dir=run / "model")
+    every.prepare(train=False)
+    assert every.forget_known("all", seed=0)
+    known = read_json(tmp_path / "all" / "data" / "forget_known.json")["known"]
+    assert sorted(it.id for it in every.splits["forget"]) == sorted(known) and len(known) > pool // 2
+    assert len(every.splits["forget"]) + len(every.splits["retain"]) == pool

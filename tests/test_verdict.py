@@ -88,3 +88,26 @@ def test_without_a_gold_model_the_control_is_the_never_known_retain_items(benchm
     control = study.control(base | {"answers": {"forget": {"correct": [True, True]}, **base["answers"]}},
                             {"never_known": out})
     assert control["kind"] == NEVER_KNOWN and control["attacks"] == {"few_shot": out["few_shot"]["correct"]}
+
+
+def test_when_every_known_fact_is_forgotten_the_control_splits_the_never_known_items(benchmark, tmp_path):
+    """``forget_known: all`` leaves no known retain item: the control's attacks are read on a seeded half
+    of the never-known items and draw their demonstrations from the other half, never from their own."""
+    from unpact.config import RecoveryConfig
+    from unpact.study import Study
+
+    retain = benchmark["retain"][::4][:8]
+    cfg = StudyConfig(recovery=RecoveryConfig(attacks=["few_shot"], styles=[], few_shot_k=2))
+    study = Study(cfg, tmp_path)
+    study.splits = {"forget": benchmark["forget"][:2], "retain": retain, "utility": []}
+    base = {"answers": {"retain": {"correct": [False] * 8}},
+            "attributions": {"retain": [{"keywords": []}] * 8, "utility": []}}
+    out = study.attack_never_known(_Echo(), base, {"retain": {"answers": ["x"] * 8}})
+    prompts = out["few_shot"]["prompts"]
+    asked = {p.split("\n")[-1] for p in prompts}
+    shown = {line for p in prompts for line in p.split("\n")[:-1]}
+    pool = {it.question.strip() for it in retain}
+    drawn_from = {q for q in pool if any(f"Q: {q} A:" in line for line in shown)}
+    assert len(asked) == 4 and asked <= pool and drawn_from and not drawn_from & asked
+    again = study.attack_never_known(_Echo(), base, {"retain": {"answers": ["x"] * 8}})
+    assert again["few_shot"]["prompts"] == prompts  # seeded

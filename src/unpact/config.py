@@ -203,9 +203,9 @@ class BenchmarkSpec:
     ``options`` (see `unpact.data.benchmarks`).
 
     ``forget_known`` > 0: the forget set becomes that many items, drawn (seeded) from the forget and
-    retain items the original model answers correctly; every other one of them is retain. A real
-    pretrained model cannot forget what it never knew, so this is how a study on published facts
-    (e.g. TOFU world facts) gets a forget set worth measuring.
+    retain items the original model answers correctly; every other one of them is retain. ``all``:
+    every item it answers correctly. A real pretrained model cannot forget what it never knew, so this
+    is how a study on published facts (e.g. TOFU world facts) gets a forget set worth measuring.
     """
 
     name: str = "builtin"
@@ -213,7 +213,7 @@ class BenchmarkSpec:
     path: str | None = None
     format: str = "jsonl"
     options: dict[str, Any] = field(default_factory=dict)
-    forget_known: int = 0
+    forget_known: int | str = 0  # a count, or "all"
     raw_text: RawTextConfig | None = None  # unlearn from the benchmark's raw corpora, not its QA pairs
 
 
@@ -310,7 +310,12 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         return {str(k): _convert(v, inner, f"{path}.{_key(k)}") for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _convert(value, args[0], path)
+        if value is None:
+            return None
+        for arg in args[1:]:  # the first that takes the value as written, else the first's message
+            if arg in (int, str, bool) and type(value) is arg:
+                return value
+        return _convert(value, args[0], path)
     if tp is float and isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
         value = float(value)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
@@ -459,7 +464,8 @@ def validate_grid(cfg: GridConfig) -> GridConfig:
         for key in b.options:
             _check(key in accepted, f"benchmarks[{i}].options.{_key(key)}", key,
                    f"format {b.format} takes {', '.join(accepted) or 'no options'}{did_you_mean(key, accepted)}")
-        _check(b.forget_known >= 0, f"benchmarks[{i}].forget_known", b.forget_known, "use 0 (off) or a count")
+        _check(b.forget_known == "all" or isinstance(b.forget_known, int) and b.forget_known >= 0,
+               f"benchmarks[{i}].forget_known", b.forget_known, "use 0 (off), a count, or all")
         if (r := b.raw_text) is not None:
             _check(r.context_tokens >= 1, f"benchmarks[{i}].raw_text.context_tokens", r.context_tokens, "use ≥ 1")
             _check(r.chunk_tokens > r.context_tokens, f"benchmarks[{i}].raw_text.chunk_tokens", r.chunk_tokens,

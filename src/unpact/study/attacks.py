@@ -4,6 +4,7 @@ facts the original model never knew."""
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import asdict
 
@@ -55,11 +56,17 @@ class StudyAttacks:
     def attack_never_known(self, scorer, base: dict, answers: dict) -> dict[str, dict] | None:
         """The attacks on the retain items the original model never answered, as a control where
         there is no gold model (`control`). They leave the retain set the attacks draw on (few-shot
-        demonstrations, relearning), which would otherwise hand them their own answers. None when the
-        original model answers every retain item, or none (nothing left to draw demonstrations from)."""
+        demonstrations, relearning), which would otherwise hand them their own answers. When the
+        original model knows no retain item (``forget_known: all`` made every fact it knows a forget
+        item) they draw on a seeded half of the never-known items and are read on the other half, as
+        the forget items' attacks draw on retain items it never knew. None when the original model
+        answers every retain item, or when fewer than two are never-known and none known."""
         known = base["answers"]["retain"]["correct"]
         never = [i for i, ok in enumerate(known) if not ok]
         keep = [i for i, ok in enumerate(known) if ok]
+        if not keep:
+            drawn = random.Random(self.cfg.seed).sample(never, len(never))
+            never, keep = sorted(drawn[:len(drawn) // 2]), sorted(drawn[len(drawn) // 2:])
         if not never or not keep:
             return None
         retain, rows = self.splits["retain"], base["attributions"]["retain"]

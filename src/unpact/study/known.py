@@ -20,11 +20,11 @@ if TYPE_CHECKING:
     from .runner import Study
 
 
-def forget_known(study: Study, n: int, seed: int, compute: bool = True) -> bool:
+def forget_known(study: Study, n: int | str, seed: int, compute: bool = True) -> bool:
     """Re-split the forget and retain items: ``n`` forget items drawn (seeded) from those the
-    original model answers correctly, every other one retain; utility stays. The selection is
-    cached in ``data/forget_known.json``; with ``compute=False`` only a cached one is used.
-    Returns whether the splits were re-split."""
+    original model answers correctly (``"all"``: every one), every other one retain; utility stays.
+    The selection is cached in ``data/forget_known.json``; with ``compute=False`` only a cached one is
+    used. Returns whether the splits were re-split."""
     pool = study.splits["forget"] + study.splits["retain"]
     path = study.out / "data" / "forget_known.json"
     key = digest([n, seed, study.cfg.evaluation.rouge_threshold, study.cfg.generation, *study._precision(), study._model_files(),
@@ -44,11 +44,16 @@ def forget_known(study: Study, n: int, seed: int, compute: bool = True) -> bool:
     return True
 
 
-def _known_items(study: Study, pool: list[Item], n: int, seed: int, key: str) -> dict:
+def _known_items(study: Study, pool: list[Item], n: int | str, seed: int, key: str) -> dict:
     """The original model's answers to ``pool`` and a seeded draw of ``n`` it answers correctly."""
     replies = study.open(study.model_dir).generate([it.question for it in pool])
     ok = item_correctness(replies, pool, study.cfg.evaluation.rouge_threshold)
     known = [it.id for it, k in zip(pool, ok, strict=True) if k]
+    if n == "all":
+        if not known:
+            raise UnpactError(f"forget_known: all, but {study.model_dir} answers none of the {len(pool)} "
+                              "forget/retain items correctly; there is nothing it could forget")
+        n = len(known)
     if len(known) < n:
         raise UnpactError(f"forget_known: {n} requested but {study.model_dir} answers only {len(known)} of "
                           f"the {len(pool)} forget/retain items correctly; use forget_known ≤ {len(known)}")
