@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unpact.config import StudyConfig
-from unpact.io import read_jsonl
+from unpact.io import read_json, read_jsonl
 from unpact.study import Study
 
 # Methods with a retain term must keep retain answers: the base model answers ~100% of them. The
