@@ -269,3 +269,19 @@ def test_faithfulness_through_the_scorer(tiny, tiny_scorer):
                for f, r in zip(rows, faithfulness(tiny_scorer, reversed_attrs, curve=False), strict=True))
     taus = agreement(attrs, reversed_attrs)
     assert taus == [pytest.approx(-1.0)] * 2
+
+
+def test_attribution_quality_reads_a_seeded_sample_when_capped(tiny_scorer, benchmark):
+    """``attribution.quality_items`` caps the integrated-gradients check to a seeded sample of the forget
+    items: the same numbers as the check run on exactly those items, and the count is recorded."""
+    import random
+
+    from unpact.study import measure
+
+    items = benchmark["forget"][:6]
+    loo = measure.loo(tiny_scorer, items)
+    capped = measure.attribution_quality(tiny_scorer, items, loo, limit=3, seed=5)
+    rows = sorted(random.Random(5).sample(range(6), 3))
+    direct = measure.attribution_quality(tiny_scorer, [items[i] for i in rows], [loo[i] for i in rows])
+    assert capped == direct and capped["n_items"] == 3
+    assert measure.attribution_quality(tiny_scorer, items, loo)["n_items"] == 6

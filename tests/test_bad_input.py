@@ -268,6 +268,7 @@ CONFIG_CASES = [
     ("keytokens_alpha_above_1", "attribution: {alpha: 1.5}\n", ["attribution.alpha: 1.5 is invalid", "[0, 1)"]),
     ("keytokens_alpha_negative", "attribution: {alpha: -0.1}\n", ["attribution.alpha: -0.1 is invalid", "[0, 1)"]),
     ("keytokens_beta_negative", "attribution: {beta: -1}\n", ["attribution.beta: -1 is invalid", "integer ≥ 0"]),
+    ("quality_items_one", "attribution: {quality_items: 1}\n", ["attribution.quality_items: 1 is invalid", "count ≥ 2"]),
     ("rouge_threshold_above_1", "evaluation: {rouge_threshold: 1.5}\n",
      ["evaluation.rouge_threshold: 1.5 is invalid", "use a value in [0, 1]"]),
     ("rouge_threshold_negative", "evaluation: {rouge_threshold: -0.2}\n", ["evaluation.rouge_threshold: -0.2"]),

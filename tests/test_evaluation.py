@@ -6,6 +6,7 @@ from unpact.evaluation import (
     destructive_rate,
     forget_efficacy,
     is_correct,
+    keep_counts,
     quadrant,
     recovery_rate,
     rouge_l_recall,
@@ -33,10 +34,21 @@ def test_rates_on_a_hand_built_case():
     assert forget_efficacy(before, after) == pytest.approx(3 / 5)
     assert recovery_rate(before, after, attacked) == pytest.approx(1 / 3)
     keep_before = np.array([1, 1, 1, 1, 0], bool)
-    keep_after = np.array([1, 1, 0, 0, 1], bool)   # 4/5 → 3/5
-    assert destructive_rate(keep_before, keep_after) == pytest.approx((0.8 - 0.6) / 0.8)
+    keep_after = np.array([1, 1, 0, 0, 1], bool)   # 4/5 → 3/5, but 2 of the 4 known lost
+    assert destructive_rate(keep_before, keep_after) == pytest.approx(2 / 4)
+    assert keep_counts(keep_before, keep_after) == {"known": 4, "lost": 2, "gained": 1}
     assert forget_efficacy(np.zeros(3, bool), np.zeros(3, bool)) is None
     assert recovery_rate(before, before, attacked) is None
+
+
+def test_gains_on_never_known_items_do_not_offset_losses():
+    # a GDR method on a pretrained model: it learns 3 retain facts the original never knew and loses 2
+    # of the 3 it knew; the net form (3/6 → 4/6) would call that a gain, a negative destructive rate
+    before = np.array([1, 1, 1, 0, 0, 0], bool)
+    after = np.array([1, 0, 0, 1, 1, 1], bool)
+    assert destructive_rate(before, after) == pytest.approx(2 / 3)
+    assert keep_counts(before, after) == {"known": 3, "lost": 2, "gained": 3}
+    assert destructive_rate(np.zeros(3, bool), np.ones(3, bool)) is None
 
 
 def test_quadrants():

@@ -55,6 +55,7 @@ def _method_metrics(quadrant: str) -> dict:
         "rewrite_control": {"instruction": 0.875},
         "destructive_rate": 0.5,
         "destructive_rate_by_split": {"retain": 0.5},
+        "kept_items": {"known": 2, "lost": 1, "gained": 1},
         "accuracy": {"forget": 0.15, "retain": 0.5, "utility": None},
         "quadrant": quadrant,
         "tracking": {
@@ -185,6 +186,8 @@ def test_report_names_methods_quadrants_and_destroyed_items(report_html):
         assert f"Retain question 0 of {method}?" not in report_html  # kept: not listed
     assert "reliable" in report_html
     assert "insufficient+destructive" in report_html
+    # answers gained on never-known items are shown beside the destructive rate, never netted
+    assert "1 of the 2 retain/utility answers the original model gave are lost, and 1 it never gave" in report_html
 
 
 def test_report_is_self_contained(report_html):

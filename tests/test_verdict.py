@@ -111,3 +111,56 @@ def test_when_every_known_fact_is_forgotten_the_control_splits_the_never_known_i
     assert len(asked) == 4 and asked <= pool and drawn_from and not drawn_from & asked
     again = study.attack_never_known(_Echo(), base, {"retain": {"answers": ["x"] * 8}})
     assert again["few_shot"]["prompts"] == prompts  # seeded
+
+
+def test_attacks_ask_only_the_forgotten_items_and_the_gold_control_only_its_own(study):
+    """Every rate reads an attack on the forgotten items alone, so the study asks nothing else: an item
+    the unlearned model still answers (or the original never knew) gets no attack prompt, and the gold
+    model is attacked on the facts the original knew that it does not answer plainly."""
+    run, metrics = study
+    original = read_json(run / "base.json")["answers"]["forget"]["correct"]
+    gold = read_json(run / "gold.json")
+    asked_gold = [bool(k and not g) for k, g in zip(original, gold["answers"]["forget"]["correct"], strict=True)]
+    spared = 0
+    for name in metrics["methods"]:
+        result = read_json(run / "methods" / name / "result.json")
+        forgotten = [bool(k and not a) for k, a in zip(original, result["answers"]["forget"]["correct"], strict=True)]
+        spared += forgotten.count(False)
+        for attack, entry in result["attacks"].items():
+            if ":retain" in attack or ":utility" in attack:
+                continue  # FocusOnKey's do-no-harm runs ask every retain/utility item
+            assert entry["attacked"] == forgotten, (name, attack)
+            assert all((p is None) != f for p, f in zip(entry["prompts"], forgotten, strict=True)), (name, attack)
+            assert not any(c and not f for c, f in zip(entry["correct"], forgotten, strict=True))
+        lens = result["attacks"]["logit_lens"]["details"]["ranks"] if "logit_lens" in result["attacks"] else None
+        assert lens is None or all((r is None) != f for r, f in zip(lens, forgotten, strict=True))
+    assert spared > 0  # the demo's methods leave some known facts answered, and the never-known one
+    for attack, entry in gold["attacks"].items():
+        assert entry["attacked"] == asked_gold, attack
+
+
+def test_a_model_that_forgot_nothing_is_attacked_on_nothing(tiny_scorer, benchmark, tmp_path):
+    """Nothing forgotten: no weight copy, relearning or probe is paid for, every forget run is empty,
+    and no item counts as recovered; FocusOnKey's do-no-harm runs still ask the retain items."""
+    from unpact.study.attacks import StudyAttacks
+
+    cfg = StudyConfig()
+    cfg.recovery.attacks = ["sampling", "quantize", "relearn", "probe", "logit_lens", "direction_ablation"]
+    splits = {s: benchmark[s][:4] for s in ("forget", "retain", "utility")}
+    rows = lambda items: [{"keywords": it.question.split()[:1], "contributions": [0.0] * 40, "key": [0]}  # noqa: E731
+                          for it in items]
+    base = {"attributions": {s: rows(items) for s, items in splits.items()}}
+    answers = {"forget": {"answers": ["x"] * 4}}
+
+    class Probe(StudyAttacks):
+        def scorer(self, model, tok):
+            raise AssertionError("a weight attack copied the model with nothing to ask")
+
+    study = Probe()
+    study.cfg, study.splits, study.gold = cfg, splits, None
+    out = study.attack(tiny_scorer, base, answers, only=[False] * 4)
+    forget = {k: e for k, e in out.items() if ":retain" not in k and ":utility" not in k}
+    assert {"sampling", "quantize_int8", "relearn", "probe", "logit_lens", "direction_ablation"} <= set(forget)
+    for name, e in forget.items():
+        assert e["attacked"] == [False] * 4 and e["correct"] == [False] * 4 and e["prompts"] == [None] * 4, name
+    assert len(out["focus_on_key:instruction:retain"]["prompts"]) == 4

@@ -55,10 +55,13 @@ class GenerationConfig:
 
 @dataclass
 class AttributionConfig:
-    """KeyToken selection (docs/design.md, KeyTokens): α = share threshold, β = minimum positive-token count."""
+    """KeyToken selection (docs/design.md, KeyTokens): α = share threshold, β = minimum positive-token count.
+    ``quality_items``: how many forget items (a seeded sample) the original model's attribution-quality
+    check reads (integrated gradients costs tens of passes an item); None reads them all."""
 
     alpha: float = DEFAULT_ALPHA
     beta: int = DEFAULT_BETA
+    quality_items: int | None = None
 
 
 def _recovery_config() -> type:
@@ -364,6 +367,8 @@ def validate(cfg: StudyConfig) -> StudyConfig:
           cfg.model.max_positions, "use at least 16, or leave it out to size the context from the data")
     check(0 <= cfg.attribution.alpha < 1, "attribution.alpha", cfg.attribution.alpha, "use a value in [0, 1)")
     check(cfg.attribution.beta >= 0, "attribution.beta", cfg.attribution.beta, "use an integer ≥ 0")
+    check(cfg.attribution.quality_items is None or cfg.attribution.quality_items >= 2, "attribution.quality_items",
+          cfg.attribution.quality_items, "use a count ≥ 2, or leave it out to read every forget item")
     check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "use an integer ≥ 1")
     check(cfg.generate_batch_size is None or cfg.generate_batch_size >= 1, "generate_batch_size",
           cfg.generate_batch_size, "use an integer ≥ 1, or leave it out to use batch_size")

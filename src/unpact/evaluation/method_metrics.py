@@ -18,7 +18,7 @@ from ..recovery import ATTACKS, AttackKey
 from ..recovery.base import CHANNELS
 from .calibration import Calibrated, calibrate, strongest, verdict_note
 from .quadrant import quadrant
-from .rates import destructive_rate, forget_efficacy, recovery_rate, wilson_interval
+from .rates import destructive_rate, forget_efficacy, keep_counts, recovery_rate, wilson_interval
 
 
 def accuracy(correct: Sequence) -> float | None:
@@ -128,7 +128,10 @@ def layer_profile(result: dict, forgotten: np.ndarray, control: dict | None) -> 
         return None
 
     def profile(details: dict, rows: np.ndarray) -> dict:
-        ranks, lps = np.array(details["ranks"])[rows], np.array(details["logprobs"])[rows]
+        # rows the attack did not ask (None: the study attacks only forgotten items) are never chosen
+        at = np.flatnonzero(rows)
+        ranks = np.array([details["ranks"][i] for i in at], float).reshape(len(at), -1)
+        lps = np.array([details["logprobs"][i] for i in at], float).reshape(len(at), -1)
         if not len(ranks):
             return {"n": 0, "median_rank": None, "mean_logprob": None}
         return {"n": int(len(ranks)), "median_rank": np.median(ranks, 0).tolist(),
@@ -177,6 +180,7 @@ def method_metrics(base: dict, result: dict, *, recovery_threshold: float, destr
         "standard": standard,
         "destructive_rate": destructive,
         "destructive_rate_by_split": {s: destructive_rate(cb[s], ca[s]) for s in ("retain", "utility")},
+        "kept_items": keep_counts(keep_before, keep_after),
         "accuracy": {s: accuracy(ca[s]) for s in SPLITS},
         "quadrant": quadrant(None if best is None else best.value, destructive, recovery_threshold,
                              destructive_threshold),

@@ -14,10 +14,14 @@ def _share(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def forget_efficacy(correct_before: np.ndarray, correct_after: np.ndarray) -> float | None:
-    """Share of the forget items the original model answered that the unlearned model no longer answers."""
+def _lost(correct_before: np.ndarray, correct_after: np.ndarray) -> float | None:
     known = np.asarray(correct_before, bool)
     return _share(int((known & ~np.asarray(correct_after, bool)).sum()), int(known.sum()))
+
+
+def forget_efficacy(correct_before: np.ndarray, correct_after: np.ndarray) -> float | None:
+    """Share of the forget items the original model answered that the unlearned model no longer answers."""
+    return _lost(correct_before, correct_after)
 
 
 def recovery_rate(correct_before: np.ndarray, correct_after: np.ndarray, correct_attacked: np.ndarray) -> float | None:
@@ -27,10 +31,21 @@ def recovery_rate(correct_before: np.ndarray, correct_after: np.ndarray, correct
 
 
 def destructive_rate(correct_before: np.ndarray, correct_after: np.ndarray) -> float | None:
-    """Relative drop of correctness on items that should be kept: (U_before − U_after) / U_before."""
-    before = float(np.mean(correct_before)) if len(correct_before) else 0.0
-    after = float(np.mean(correct_after)) if len(correct_after) else 0.0
-    return (before - after) / before if before > 0 else None
+    """Share of the items that should be kept and that the original model answered which the unlearned
+    model no longer answers: |known ∧ ¬after| / |known|.
+
+    Items the original model never answered do not enter it. The paper's net form
+    (U_before − U_after) / U_before lets an answer *gained* on such an item offset one lost elsewhere;
+    a GDR method trains on the retain facts, so on a pretrained model (where many retain facts are
+    never-known) its gains there could hide any loss and drive the rate below 0."""
+    return _lost(correct_before, correct_after)
+
+
+def keep_counts(correct_before: np.ndarray, correct_after: np.ndarray) -> dict[str, int]:
+    """Beside the destructive rate: how many kept items were known, how many of those were lost, and
+    how many never-known ones the unlearned model now answers (``gained``, not offset against losses)."""
+    before, after = np.asarray(correct_before, bool), np.asarray(correct_after, bool)
+    return {"known": int(before.sum()), "lost": int((before & ~after).sum()), "gained": int((~before & after).sum())}
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float] | None:

@@ -78,7 +78,11 @@ class AttackRun:
     ``correct`` ([N] bool) for a white-box reading whose evidence is not a generated answer (the logit
     lens's layer ranks, a probe's choice among candidates): the attack judges each item itself and
     ``answers`` says in words what it found. ``details``: per-run figures kept with the result (a
-    layer profile, the k of each many-shot prompt), JSON-ready."""
+    layer profile, the k of each many-shot prompt), JSON-ready; a list with one value per attacked
+    item is read as per item (a study that attacks only the forgotten items spreads it over all N).
+
+    An attack must accept an empty forget split (a model that forgot nothing) and then do no work
+    for it."""
 
     prompts: list[str]
     answers: list[str]

@@ -101,6 +101,8 @@ class DirectionAblation(Attack):
         require(ctx.scorer, "direction ablation", "hidden_states")
         model = ctx.scorer.model
         layer = resolve_layer(settings.layer, len(blocks(model)), "recovery.direction_ablation_layer")
+        if not ctx.questions:  # nothing forgotten to ask: no direction to find
+            return {AttackKey(self.name): AttackRun([], [], details={"layer": layer})}
         d = forget_direction(ctx.scorer, ctx.questions, [it.question for it in ctx.splits["retain"]], layer)
         with projected_out(model, d):
             answers = ctx.scorer.generate(ctx.questions)

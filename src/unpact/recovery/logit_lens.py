@@ -85,6 +85,8 @@ class LogitLens(Attack):
     def run(self, ctx: AttackContext, settings: LogitLensSettings) -> dict[AttackKey, AttackRun]:
         require(ctx.scorer, "the logit lens", "hidden_states")
         fmt = ctx.scorer.fmt
+        if not ctx.forget:  # nothing forgotten to read
+            return {AttackKey(self.name): AttackRun([], [], correct=[])}
         targets = first_answer_tokens(fmt, ctx.forget)
         ranks, lps = lens_profile(ctx.scorer, ctx.questions, targets)
         found = still_inside(ranks, settings.rank)

@@ -126,6 +126,8 @@ class Probe(Attack):
     def run(self, ctx: AttackContext, settings: ProbeSettings) -> dict[AttackKey, AttackRun]:
         require(ctx.scorer, "the probe", "hidden_states")
         layer = resolve_layer(settings.layer, len(blocks(ctx.scorer.model)), "recovery.probe_layer")
+        if not ctx.forget:  # nothing forgotten to probe: no probe to fit
+            return {AttackKey(self.name): AttackRun([], [], correct=[], details={"layer": layer})}
         score = fit_probe(candidate_states(ctx.scorer, ctx.splits["retain"], layer), settings.c, ctx.seed)
         found, chosen = probe_choices(score, candidate_states(ctx.scorer, ctx.forget, layer))
         said = [candidates(it)[k] for it, k in zip(ctx.forget, chosen, strict=True)]

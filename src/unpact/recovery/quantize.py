@@ -148,7 +148,10 @@ class Quantize(Attack):
         out = {}
         runs = [(bits, 0) for bits in settings.bits] + [(4, g) for g in dict.fromkeys(settings.groups)]
         for bits, group in runs:
-            quantized = ctx.rescore(quantize_model(ctx.scorer.model, bits, group))
             variant = f"int{bits}_g{group}" if group else f"int{bits}"
+            if not ctx.questions:  # nothing forgotten to ask: no copy to quantise
+                out[AttackKey(self.name, variant)] = AttackRun([], [])
+                continue
+            quantized = ctx.rescore(quantize_model(ctx.scorer.model, bits, group))
             out[AttackKey(self.name, variant)] = AttackRun(ctx.questions, quantized.generate(ctx.questions))
         return out

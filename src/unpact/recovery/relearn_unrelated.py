@@ -49,6 +49,8 @@ class RelearnUnrelated(Attack):
 
     def run(self, ctx: AttackContext, settings: RelearnUnrelatedSettings) -> dict[AttackKey, AttackRun]:
         s = ctx.scorer
+        if not ctx.questions:  # nothing forgotten to ask: no relearning
+            return {AttackKey(self.name): AttackRun([], [])}
         relearned = relearn(s.model, s.tokenizer, s.fmt, ctx.splits["utility"], steps=settings.steps,
                             lr=settings.lr, seed=ctx.seed)
         return {AttackKey(self.name): AttackRun(ctx.questions, ctx.rescore(relearned).generate(ctx.questions))}

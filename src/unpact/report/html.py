@@ -408,6 +408,7 @@ def _method_view(
         "destructive_rate": metrics.get("destructive_rate"),
         "destructive_alert": _over(metrics.get("destructive_rate"), thresholds.get("destructive")),
         "destructive_by_split": metrics.get("destructive_rate_by_split") or {},
+        "kept_items": metrics.get("kept_items"),
         "accuracy": metrics.get("accuracy") or {},
         "recovery": _recovery_view(metrics, thresholds),
         "where_still": _where_still_view(metrics.get("where_still")),

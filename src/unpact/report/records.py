@@ -15,11 +15,12 @@ PROMPT_CHANNELS = ("rewrite", "sampling")
 
 def _attacks_of_item(result: dict, i: int) -> dict[str, dict]:
     """Every attack run on forget item ``i``: the prompt, the answer, whether it was correct, and
-    whether the run changed the weights."""
+    whether the run changed the weights. A run that did not ask item ``i`` (the study attacks only
+    the forgotten items) is left out."""
     out = {}
     for name, run in result["attacks"].items():
         key = AttackKey.parse(name)
-        if key.split == "forget":
+        if key.split == "forget" and run.get("attacked", [True] * (i + 1))[i]:
             out[name] = {"prompt": run["prompts"][i], "answer": run["answers"][i], "correct": bool(run["correct"][i]),
                          "changes_weights": key.changes_weights, "channel": ATTACKS[key.attack].channel}
     return out

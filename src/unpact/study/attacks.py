@@ -16,6 +16,13 @@ from ..recovery.base import settings_of, shown_answers
 from ..timing import stage
 
 
+def known_unanswered(base: dict, answers: dict) -> list[bool]:
+    """[N] over the forget items: the original model answered it and ``answers`` (a model's greedy
+    answers per split) do not — an unlearned model's forgotten items, the gold model's control items."""
+    return [bool(k and not a) for k, a in zip(base["answers"]["forget"]["correct"], answers["forget"]["correct"],
+                                              strict=True)]
+
+
 class StudyAttacks:
     """Attacks of a `Study` (a mixin: it uses the study's config, splits, gold results and scorer)."""
 
@@ -24,16 +31,27 @@ class StudyAttacks:
     gold: dict | None
 
     def attack(self, scorer, base: dict | None = None, answers: dict | None = None,
-               splits: dict[str, list[Item]] | None = None, control: bool = False) -> dict[str, dict]:
+               splits: dict[str, list[Item]] | None = None, control: bool = False,
+               only: list[bool] | None = None) -> dict[str, dict]:
         """Every attack the config asks for (FocusOnKey always) on ``scorer``'s model, in registry
         order: per run, the prompts, answers (and samples) and which items each recovered. ``splits``:
         other items to attack than the study's (the never-known control). ``control``: the attacks
         of a control (the gold model, never-known items), whose forget runs alone are read, so the
-        do-no-harm runs on retain and utility items are left out."""
+        do-no-harm runs on retain and utility items are left out. ``only`` ([N] bool over the forget
+        items): attack those alone — every rate reads an attack on the forgotten items only, so an
+        item still answered plainly costs attack time for nothing; a forget run's per-item lists keep
+        length N with None where nothing was asked, and ``attacked`` says which."""
         r, a = self.cfg.recovery, self.cfg.attribution
         splits = splits or self.splits
-        ctx = AttackContext(scorer, splits, self.cfg.seed, lambda m: self.scorer(m, scorer.tokenizer),
-                            base, answers, a.alpha, a.beta, do_no_harm=not control)
+        rows = None if only is None or all(only) else [i for i, ok in enumerate(only) if ok]
+        asked, view, own = splits, base, answers
+        if rows is not None:
+            asked = {**splits, "forget": [splits["forget"][i] for i in rows]}
+            view = base and {**base, "attributions": {**base["attributions"],
+                                                      "forget": [base["attributions"]["forget"][i] for i in rows]}}
+            own = answers and {**answers, "forget": {"answers": [answers["forget"]["answers"][i] for i in rows]}}
+        ctx = AttackContext(scorer, asked, self.cfg.seed, lambda m: self.scorer(m, scorer.tokenizer),
+                            view, own, a.alpha, a.beta, do_no_harm=not control)
         out: dict[str, dict] = {}
         for attack in ATTACKS.values():
             if not (attack.always or attack.name in r.attacks):
@@ -45,10 +63,12 @@ class StudyAttacks:
             # metric: it differs run to run); the README's cost per attack is read from it
             seconds = round((time.perf_counter() - t0) / max(1, len(runs)), 3)
             for key, run in runs.items():
-                items = splits[key.split]
+                items = asked[key.split]
                 entry = {k: v for k, v in asdict(run).items() if v is not None}
                 entry["correct"] = judge(run, items, self.cfg.evaluation.rouge_threshold).tolist()
                 entry["answers"] = shown_answers(run, items, self.cfg.evaluation.rouge_threshold)
+                if rows is not None and key.split == "forget":
+                    entry = _spread(entry, rows, len(splits["forget"]))
                 entry["seconds"] = seconds
                 out[key.name] = entry
         return out
@@ -88,10 +108,30 @@ class StudyAttacks:
         if self.gold and "attacks" in self.gold:
             # counted as recovery is: on the facts the original knew and this model does not answer
             # plainly, so a fact the gold model happens to answer unasked is not an attack's hit
-            plain = zip(base["answers"]["forget"]["correct"], self.gold["answers"]["forget"]["correct"], strict=True)
-            return {"kind": GOLD, "known": [bool(k and not g) for k, g in plain],
+            return {"kind": GOLD, "known": known_unanswered(base, self.gold["answers"]),
                     "attacks": forget_runs(self.gold["attacks"]), "details": details(self.gold["attacks"])}
         if result.get("never_known"):
             return {"kind": NEVER_KNOWN, "attacks": forget_runs(result["never_known"]),
                     "details": details(result["never_known"])}
         return None
+
+
+def _spread(entry: dict, rows: list[int], n: int) -> dict:
+    """A forget run over the attacked ``rows`` as one over all ``n`` forget items: every per-item list
+    (one value per attacked row, in the run or its ``details``) gets None where nothing was asked,
+    ``correct`` False there, and ``attacked`` marks the rows asked."""
+    def spread(values: list, fill=None) -> list:
+        out = [fill] * n
+        for i, v in zip(rows, values, strict=True):
+            out[i] = v
+        return out
+
+    def per_item(v) -> bool:
+        return isinstance(v, list) and len(v) == len(rows)
+
+    out = {k: spread(v, False if k == "correct" else None) if per_item(v) else v for k, v in entry.items()
+           if k != "details"}
+    if "details" in entry:
+        out["details"] = {k: spread(v) if per_item(v) else v for k, v in entry["details"].items()}
+    out["attacked"] = spread([True] * len(rows), False)
+    return out

@@ -4,6 +4,8 @@ generations. Each is a function of a scorer and the items, so the stages only de
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 from ..attribution import (
@@ -89,12 +91,17 @@ def membership(scorer: Scorer, splits: dict[str, list[Item]]) -> dict[str, float
     return {name: mia_auc(scores["forget"][name], scores["holdout"][name]) for name in scores["forget"]}
 
 
-def attribution_quality(scorer: Scorer, items: list[Item], loo_forget: list) -> dict | None:
+def attribution_quality(scorer: Scorer, items: list[Item], loo_forget: list, limit: int | None = None,
+                        seed: int = 0) -> dict | None:
     """Which attribution to believe on this model: ERASER comprehensiveness/sufficiency of LOO
-    (``loo_forget``, already computed) and integrated gradients on the forget ``items``, IG's
-    completeness gap, and their agreement (τ). None for a backend without the weights (IG needs them)."""
+    (``loo_forget``, already computed) and integrated gradients on the forget ``items`` (a seeded
+    sample of ``limit`` of them when given), IG's completeness gap, and their agreement (τ). None for a
+    backend without the weights (IG needs them)."""
     if not (scorer.capabilities.weights and scorer.capabilities.hidden_states):
         return None
+    if limit is not None and limit < len(items):
+        rows = sorted(random.Random(seed).sample(range(len(items)), limit))
+        items, loo_forget = [items[i] for i in rows], [loo_forget[i] for i in rows]
     qs, golds = [it.question for it in items], [it.answer for it in items]
     results = {"loo": loo_forget,
                "integrated_gradients": gradient_attributions(scorer, qs, golds, method="integrated_gradients")}
@@ -106,6 +113,7 @@ def attribution_quality(scorer: Scorer, items: list[Item], loo_forget: list) -> 
     out["integrated_gradients"]["relative_gap_median"] = float(np.median(gaps)) if gaps else None
     taus = [t for t in agreement(results["loo"], results["integrated_gradients"]) if t is not None]
     out["kendall_tau_loo_ig"] = float(np.mean(taus)) if taus else None
+    out["n_items"] = len(items)
     return out
 
 

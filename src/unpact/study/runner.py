@@ -32,7 +32,7 @@ from ..scoring import Scorer
 from ..timing import stage
 from ..unlearn import unlearn
 from . import known, measure
-from .attacks import StudyAttacks
+from .attacks import StudyAttacks, known_unanswered
 from .cache import cached, cached_stage, digest
 from .keys import StudyKeys, where
 from .outputs import StudyOutputs, model_facts
@@ -134,7 +134,8 @@ class Study(StudyKeys, StudyAttacks, StudySetup, StudyOutputs):
                     loo[s] = measure.loo(scorer, self.splits[s])
                 bar(i, steps)
             with stage("attribution quality"):
-                quality = measure.attribution_quality(scorer, self.splits["forget"], loo["forget"])
+                quality = measure.attribution_quality(scorer, self.splits["forget"], loo["forget"],
+                                                      a.quality_items, self.cfg.seed)
             bar(steps, steps)
         return {"answers": measured["answers"],
                 "attributions": {s: measure.attribution_rows(loo[s], a.alpha, a.beta) for s in SPLITS},
@@ -161,7 +162,9 @@ class Study(StudyKeys, StudyAttacks, StudySetup, StudyOutputs):
         scorer = self.open(self.gold_dir)
         measured = self.measure_model(scorer)
         with self.ui.bar("gold model: the same attacks (control)", 1) as bar:
-            attacks = self.attack(scorer, base, measured["answers"], control=True)
+            # read on the facts the original knew and the gold model does not answer plainly (`control`)
+            attacks = self.attack(scorer, base, measured["answers"], control=True,
+                                  only=known_unanswered(base, measured["answers"]))
             bar(1, 1)
         return {**measured, "attacks": attacks}
 
@@ -219,7 +222,7 @@ class Study(StudyKeys, StudyAttacks, StudySetup, StudyOutputs):
                 attributions = measure.attribution_rows(measure.loo(scorer, self.splits["forget"]),
                                                         self.cfg.attribution.alpha, self.cfg.attribution.beta)
             bar(2, 3)
-            attacks = self.attack(scorer, base, measured["answers"])
+            attacks = self.attack(scorer, base, measured["answers"], only=known_unanswered(base, measured["answers"]))
             bar(3, 3)
         result = {"key": key, "method": name, "train": train_logs, "answers": measured["answers"],
                   "attributions": attributions, "attacks": attacks, "mia_auc": measured["mia_auc"],
