@@ -31,3 +31,10 @@ def test_bad_configs_name_the_key_path(tmp_path, text, message):
     with pytest.raises(UnpactError, match=message) as e:
         load_config(path)
     assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_validates(path):
+    """A preset a user copies from the README must load: every key known, every value valid."""
+    cfg = load_config(path)
+    assert cfg.models and cfg.benchmarks
