@@ -241,3 +241,31 @@ def test_where_it_is_still_takes_each_channels_strongest_calibrated_run_and_only
     assert outcome(True, False, lens_only) == "forgotten"
     lens_only["sampling"]["correct"] = True
     assert outcome(True, False, lens_only) == "recovered"
+
+
+def test_reading_one_layer_stops_the_model_there_and_reads_the_same_state(tiny, benchmark):
+    """The probe and direction ablation read ``hidden_states[layer]`` of one layer: below the last it
+    is the input of block ``layer`` and the model stops there, bit-identical to the full run's state;
+    at L (after the final norm) the whole model runs. The model is untouched afterwards."""
+    from unpact.models.builtin import BuiltinModelConfig, build_model
+    from unpact.recovery.internals import blocks, read_layer
+
+    _, tok, fmt = tiny
+    model = build_model(BuiltinModelConfig(hidden_size=32, intermediate_size=64, num_layers=5, num_heads=2, seed=3),
+                        tok).eval()
+    scorer = Scorer(model, tok, fmt, batch_size=2)
+    seqs = [fmt.encode(it.question).ids for it in benchmark["forget"][:5]]  # several lengths, two per batch
+    full = scorer.last_states(seqs)  # [L + 1, H] per sequence, every block run
+    for layer in range(6):
+        ran: list[int] = []
+        hooks = [b.register_forward_hook(lambda m, a, o, i=i, ran=ran: ran.append(i)) for i, b in enumerate(blocks(model))]
+        try:
+            part = read_layer(scorer, seqs, layer)
+        finally:
+            for h in hooks:
+                h.remove()
+        assert set(ran) == set(range(min(layer, 5))), layer  # the blocks after the one read never run
+        for f, p in zip(full, part, strict=True):
+            assert np.array_equal(f[layer].astype(np.float64), p), layer
+    again = scorer.last_states(seqs)
+    assert all(np.array_equal(a, b) for a, b in zip(full, again, strict=True))

@@ -527,6 +527,14 @@ def _cut(x: np.ndarray, idx: Sequence[int], answers: Sequence[Sequence[int]]) ->
     return [x[row, T - len(answers[i]):T].astype(np.float64) for row, i in enumerate(idx)]
 
 
+class _Reached(Exception):
+    """Raised by `Scorer.states_before`'s hook: the state it came for, so the rest of the model is skipped."""
+
+    def __init__(self, state: np.ndarray):
+        super().__init__("state reached")
+        self.state = state
+
+
 class Scorer(ScoringBackend):
     """Scores and generates with one model and prompt format; all heavy calls are batched."""
 
@@ -805,6 +813,36 @@ class Scorer(ScoringBackend):
                              position_ids=batch.position_ids, output_hidden_states=True, use_cache=False,
                              logits_to_keep=1)
             return read(idx, [h[:, -1, :] for h in out.hidden_states], out.logits[:, -1, :])
+
+        return self._map_batches(len(seqs), lambda share: _bucketed(share, lengths, self.batch_size), run)
+
+    @torch.no_grad()
+    def states_before(self, seqs: Sequence[Sequence[int]], module: torch.nn.Module) -> list[np.ndarray]:
+        """The input of ``module`` (one of the model's blocks) at the last token of every sequence, as
+        float64 [H] per sequence (exact for float32 and bfloat16 models).
+
+        Block k's input is Hugging Face's ``hidden_states[k]``, bit for bit, and the model stops there:
+        the probe and direction ablation read one middle layer, and the blocks after it, the final norm
+        and the unembedding would be computed for nothing (`last_states` runs them all)."""
+        lengths = [len(s) for s in seqs]
+        for i, n in enumerate(lengths):
+            self.check_length(n, f"sequence #{i}")
+
+        def stop(_module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            raise _Reached(hidden[:, -1, :].double().cpu().numpy())
+
+        def run(idx: list[int]) -> list[np.ndarray]:
+            batch = pack([seqs[i] for i in idx], [[] for _ in idx], self.pad_id).to(self.device)
+            handle = module.register_forward_pre_hook(stop, with_kwargs=True)
+            try:
+                self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                           position_ids=batch.position_ids, use_cache=False, logits_to_keep=1)
+            except _Reached as reached:
+                return list(reached.state)
+            finally:
+                handle.remove()
+            raise UnpactError("the model never ran the block whose input was asked for; is it one of its blocks?")
 
         return self._map_batches(len(seqs), lambda share: _bucketed(share, lengths, self.batch_size), run)
 

@@ -28,18 +28,13 @@ from torch import nn
 from ..errors import UnpactError
 from ..scoring import require
 from .base import Attack, AttackContext, AttackKey, AttackRun, register, setting
-from .internals import blocks, resolve_layer
+from .internals import blocks, read_layer, resolve_layer
 
 
 def mean_state(scorer, questions: Sequence[str], layer: int) -> np.ndarray:
     """The mean residual stream [H] (float64) at ``layer`` (index into ``hidden_states``) at the last
     prompt token of ``questions``."""
-    seqs = [scorer.fmt.encode(q).ids for q in questions]
-
-    def read(idx: list[int], hidden: list[torch.Tensor], logits: torch.Tensor) -> list[np.ndarray]:
-        return list(hidden[layer].double().cpu().numpy())
-
-    return np.mean(scorer.last_states(seqs, read), axis=0)
+    return np.mean(read_layer(scorer, [scorer.fmt.encode(q).ids for q in questions], layer), axis=0)
 
 
 def forget_direction(scorer, forget: Sequence[str], retain: Sequence[str], layer: int) -> np.ndarray:

@@ -4,6 +4,7 @@ direction ablation share these so that they read the same residual stream the sa
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +28,20 @@ def blocks(model: nn.Module) -> nn.ModuleList:
             return found
     raise UnpactError(f"{type(model).__name__}: no list of transformer blocks found (looked for layers, h, blocks); "
                       "the white-box attacks support Llama-, Gemma-, Qwen- and GPT-2-style models")
+
+
+def read_layer(scorer, seqs: list[list[int]], layer: int) -> list[np.ndarray]:
+    """``hidden_states[layer]`` (0 = embeddings … L) at the last token of every sequence, float64 [H]
+    each: below L it is block ``layer``'s input, and the model stops there (`Scorer.states_before`);
+    at L (after the final norm) the whole model runs."""
+    stack = blocks(scorer.model)
+    if layer < len(stack):
+        return scorer.states_before(seqs, stack[layer])
+
+    def read(idx: list[int], hidden: list[torch.Tensor], logits: torch.Tensor) -> list[np.ndarray]:
+        return list(hidden[layer].double().cpu().numpy())
+
+    return scorer.last_states(seqs, read)
 
 
 def final_norm(model: nn.Module) -> nn.Module:

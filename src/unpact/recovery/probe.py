@@ -20,13 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ..data import Item
 from ..errors import UnpactError
 from ..scoring import require
 from .base import Attack, AttackContext, AttackKey, AttackRun, register, setting
-from .internals import blocks, resolve_layer
+from .internals import blocks, read_layer, resolve_layer
 
 
 def candidates(item: Item) -> list[str]:
@@ -50,10 +49,7 @@ def candidate_states(scorer, items: Sequence[Item], layer: int) -> list[np.ndarr
             seqs.append(q + fmt.encode_answer(c))
             owner.append(i)
 
-    def read(idx: list[int], hidden: list[torch.Tensor], logits: torch.Tensor) -> list[np.ndarray]:
-        return list(hidden[layer].float().cpu().numpy())
-
-    rows = scorer.last_states(seqs, read)
+    rows = [r.astype(np.float32) for r in read_layer(scorer, seqs, layer)]
     out: list[list[np.ndarray]] = [[] for _ in items]
     for i, r in zip(owner, rows, strict=True):
         out[i].append(r)
