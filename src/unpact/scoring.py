@@ -798,23 +798,30 @@ class Scorer(ScoringBackend):
         (ranks, one layer's state) before the next one runs. Default: the hidden states as a float32
         array [L + 1, H] per sequence.
         """
-        lengths = [len(s) for s in seqs]
-        for i, n in enumerate(lengths):
-            self.check_length(n, f"sequence #{i}")
-
         def stacked(idx: list[int], hidden: list[torch.Tensor], logits: torch.Tensor) -> list[np.ndarray]:
             return list(torch.stack(hidden, 1).float().cpu().numpy())
 
         read = read or stacked
 
-        def run(idx: list[int]) -> Sequence:
-            batch = pack([seqs[i] for i in idx], [[] for _ in idx], self.pad_id).to(self.device)
+        def run(batch: Packed, idx: list[int]) -> Sequence:
             out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                              position_ids=batch.position_ids, output_hidden_states=True, use_cache=False,
                              logits_to_keep=1)
             return read(idx, [h[:, -1, :] for h in out.hidden_states], out.logits[:, -1, :])
 
-        return self._map_batches(len(seqs), lambda share: _bucketed(share, lengths, self.batch_size), run)
+        return self._at_last_tokens(seqs, run)
+
+    def _at_last_tokens(self, seqs: Sequence[Sequence[int]], run: Callable[[Packed, list[int]], Sequence]) -> list:
+        """``run(batch, idx)`` on the sequences in length-bucketed, left-padded batches (every last token
+        at the batch's last position), one result per sequence in order; each length checked first."""
+        lengths = [len(s) for s in seqs]
+        for i, n in enumerate(lengths):
+            self.check_length(n, f"sequence #{i}")
+
+        def one(idx: list[int]) -> Sequence:
+            return run(pack([seqs[i] for i in idx], [[] for _ in idx], self.pad_id).to(self.device), idx)
+
+        return self._map_batches(len(seqs), lambda share: _bucketed(share, lengths, self.batch_size), one)
 
     @torch.no_grad()
     def states_before(self, seqs: Sequence[Sequence[int]], module: torch.nn.Module) -> list[np.ndarray]:
@@ -824,27 +831,23 @@ class Scorer(ScoringBackend):
         Block k's input is Hugging Face's ``hidden_states[k]``, bit for bit, and the model stops there:
         the probe and direction ablation read one middle layer, and the blocks after it, the final norm
         and the unembedding would be computed for nothing (`last_states` runs them all)."""
-        lengths = [len(s) for s in seqs]
-        for i, n in enumerate(lengths):
-            self.check_length(n, f"sequence #{i}")
-
         def stop(_module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]
             raise _Reached(hidden[:, -1, :].double().cpu().numpy())
 
-        def run(idx: list[int]) -> list[np.ndarray]:
-            batch = pack([seqs[i] for i in idx], [[] for _ in idx], self.pad_id).to(self.device)
-            handle = module.register_forward_pre_hook(stop, with_kwargs=True)
+        def run(batch: Packed, idx: list[int]) -> list[np.ndarray]:
             try:
                 self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                            position_ids=batch.position_ids, use_cache=False, logits_to_keep=1)
             except _Reached as reached:
                 return list(reached.state)
-            finally:
-                handle.remove()
             raise UnpactError("the model never ran the block whose input was asked for; is it one of its blocks?")
 
-        return self._map_batches(len(seqs), lambda share: _bucketed(share, lengths, self.batch_size), run)
+        handle = module.register_forward_pre_hook(stop, with_kwargs=True)
+        try:
+            return self._at_last_tokens(seqs, run)
+        finally:
+            handle.remove()
 
     @torch.no_grad()
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int | None = None,
