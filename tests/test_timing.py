@@ -8,6 +8,7 @@ import time
 import torch
 from torch.nn.modules import module as nn_module
 
+from unpact.recovery.internals import blocks
 from unpact.scoring import pack
 from unpact.timing import Recorder, stage
 
@@ -64,3 +65,19 @@ def test_nothing_is_recorded_without_a_recorder(tiny):
     with Recorder(model_time=True) as rec:
         pass
     assert rec.table() == {}
+
+
+def test_a_forward_stopped_early_leaves_the_counting_intact(tiny_scorer):
+    # `states_before` stops the model with an exception in a block's pre-hook; the always-called post
+    # hook must still unwind the nesting, or every later call would be charged to nobody
+    scorer = tiny_scorer
+    seqs = [[5, 6, 7], [8, 9, 10, 11]]
+    with Recorder(model_time=True) as rec:
+        with stage("probe"):
+            scorer.states_before(seqs, blocks(scorer.model)[1])
+        with stage("after"), torch.no_grad():
+            scorer.model(input_ids=torch.tensor([[5, 6, 7]]))
+    table = rec.table()
+    assert rec._depth == 0
+    assert table["probe"]["calls"] == 1 and table["probe"]["infer_tokens"] == 7
+    assert table["after"]["calls"] == 1 and table["after"]["infer_tokens"] == 3 and table["after"]["model_s"] > 0

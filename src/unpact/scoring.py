@@ -35,6 +35,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from . import distributed
 from .errors import UnpactError
+from .timing import fed_tokens
 
 R = TypeVar("R")
 # Fewer shared leading tokens than this are recomputed per row rather than cached (`Scorer._decode`).
@@ -840,6 +841,7 @@ class Scorer(ScoringBackend):
                 self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                            position_ids=batch.position_ids, use_cache=False, logits_to_keep=1)
             except _Reached as reached:
+                fed_tokens(batch.input_ids, batch.attention_mask)
                 return list(reached.state)
             raise UnpactError("the model never ran the block whose input was asked for; is it one of its blocks?")
 

@@ -81,11 +81,15 @@ class Recorder:
             return
         st.model += time.perf_counter() - self._entered
         st.calls += 1
+        if kwargs is None:  # the forward raised: its keyword inputs are not passed (see `fed_tokens`)
+            return
         ids = kwargs.get("input_ids", args[0] if args and torch.is_tensor(args[0]) else None)
-        fed = ids if ids is not None else kwargs.get("inputs_embeds")
+        self._count(st, ids if ids is not None else kwargs.get("inputs_embeds"), kwargs.get("attention_mask"))
+
+    @staticmethod
+    def _count(st: StageTime, fed, mask) -> None:
         if fed is None or fed.dim() < 2:
             return
-        mask = kwargs.get("attention_mask")
         n_fed = fed.shape[1]
         if torch.is_tensor(mask) and mask.dim() == 2 and mask.shape[1] >= n_fed:
             tokens = int(mask[:, -n_fed:].sum())  # padding is work, not tokens
@@ -151,9 +155,19 @@ def _hook_pre(module, args):
         rec._pre()
 
 
-def _hook_post(module, args, kwargs, output):
+def _hook_post(module, args, kwargs, output=None):
+    # always_call: a forward that raises still unwinds the nesting depth, or every later call would go
+    # uncounted. Torch then calls the hook as (module, args, result=None), without the keyword inputs.
     if (rec := _active.get()) is not None:
-        rec._post(args, kwargs)
+        rec._post(args, kwargs if isinstance(kwargs, dict) else None)
+
+
+def fed_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
+    """Count the tokens of a forward that its caller stopped with an exception (`Scorer.states_before`),
+    which the hooks cannot see; nothing when no recorder with ``model_time`` is active."""
+    rec = _active.get()
+    if rec is not None and rec.model_time and (st := rec._current()) is not None:
+        rec._count(st, input_ids, attention_mask)
 
 
 @contextmanager
