@@ -13,6 +13,8 @@ from unpact.evaluation.calibration import (
     Calibrated,
     calibrate,
     excess_p_value,
+    family,
+    holm,
     insufficient,
     newcombe_interval,
     strongest,
@@ -82,3 +84,25 @@ def test_without_any_control_the_raw_rate_decides_and_says_so():
     assert "no control to read it against" in verdict_note(c, 0.2)
     d = Calibrated("sampling", 3, 10, 1, 10, "gold model").to_dict()
     assert d["calibrated"] == pytest.approx(0.2) and len(d["ci95"]) == 2 and 0 < d["p_value"] < 1
+
+
+def test_holm_adjusts_each_p_value_for_the_family_of_attacks():
+    # sorted 0.005, 0.01, 0.03, 0.04 → ×4, ×3, ×2, ×1 = 0.02, 0.03, 0.06, 0.04 → made non-decreasing
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, None, 0.6]) == pytest.approx([1.0, None, 1.0])  # capped; None is not in the family
+    assert holm([0.004]) == [0.004] and holm([]) == []
+
+
+def test_the_strongest_of_many_attacks_is_not_evidence_by_its_own_p_value_alone():
+    # 1 strong-looking attack among 20: alone p < 0.05, after Holm over 20 it could be chance
+    lucky = Calibrated("many_shot_k16", hits=7, n=30, control_hits=1, control_n=30, control_kind="gold model")
+    others = [Calibrated(f"a{i}", hits=1, n=30, control_hits=1, control_n=30, control_kind="gold model")
+              for i in range(19)]
+    adjusted = family([lucky, *others])
+    assert lucky.p_value < 0.05 and adjusted["many_shot_k16"]["n_tests"] == 20
+    assert adjusted["many_shot_k16"]["p_holm"] == pytest.approx(min(1.0, 20 * lucky.p_value))
+    note = verdict_note(lucky, 0.15, **adjusted["many_shot_k16"])
+    assert "after Holm's correction over 20 attacks" in note and "luck of the strongest" in note
+    assert insufficient(lucky, 0.15)  # the verdict stays on the point estimate: never reliable by doubt
+    alone = family([lucky])["many_shot_k16"]
+    assert "Holm" not in verdict_note(lucky, 0.15, **alone)  # one attack: nothing to correct

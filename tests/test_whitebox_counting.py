@@ -235,6 +235,14 @@ def test_where_it_is_still_takes_each_channels_strongest_calibrated_run_and_only
     assert where["sampling"]["attack"] == "sampling" and not where["sampling"]["still"]
     assert where["weights"]["attack"] == "quantize_int4_g32" and not where["weights"]["still"]
     assert where["probe"] is None and where["rewrite"] is None  # not run
+    assert where["hidden"]["n_tests"] == 5 and where["hidden"]["p_holm"] < 0.05
+    # the same logit-lens evidence among 40 attacks of a method: its interval is still above 0, but
+    # the best of that many could be chance, so the channel is not counted as still there
+    weak = Calibrated("direction_ablation", 8, 20, 1, 20, GOLD)  # interval above 0 on its own, p 0.01
+    assert weak.ci95[0] > 0
+    many = [weak, *(Calibrated(f"quantize_int4_g{g}", 0, 20, 0, 20, GOLD) for g in range(2, 41))]
+    assert not where_still(many, n_known=24, n_still_answered=4)["hidden"]["still"]
+    assert where_still(many[:3], n_known=24, n_still_answered=4)["hidden"]["still"]
     # a forgotten item that only the logit lens finds is still forgotten for the records
     lens_only = {"logit_lens": {"correct": True, "changes_weights": False, "channel": "hidden"},
                  "sampling": {"correct": False, "changes_weights": False, "channel": "sampling"}}

@@ -9,6 +9,13 @@ same benchmark the original model never answered.
 calibrated recovery = recovery − control, with Newcombe's hybrid score interval for the difference of
 two independent proportions (Newcombe 1998, method 10; Wilson intervals for each side) and a one-sided
 Fisher exact p-value for "the attack recovers more than the control".
+
+A method meets a dozen attacks or more, and the strongest of them is the one reported: its own p-value
+would make chance look like evidence. Each p-value is therefore also given adjusted by Holm's step-down
+correction over all of the method's calibrated attacks (Holm 1979; family-wise error ≤ α for any
+dependence between the attacks), and a channel counts as "still there" only when that adjusted p-value
+is below 0.05 as well as its interval above 0. The verdict itself stays on the point estimate: a
+method must not be called reliable on a threshold the evidence might reach.
 """
 
 from __future__ import annotations
@@ -98,6 +105,25 @@ class Calibrated:
                 "ci95": list(ci) if ci else None, "p_value": self.p_value}
 
 
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (same order; None stays None and is not counted in the
+    family): the i-th smallest of m is multiplied by m − i + 1, made non-decreasing, capped at 1."""
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m, out, running = len(ranked), list(p_values), 0.0
+    for rank, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def family(calibrated: list[Calibrated]) -> dict[str, dict]:
+    """Per attack, its Holm-adjusted p-value over every attack of ``calibrated`` that has a p-value
+    (``p_holm``), and the family's size (``n_tests``): what metrics.json adds to each `Calibrated`."""
+    adjusted = holm([c.p_value for c in calibrated])
+    n = sum(c.p_value is not None for c in calibrated)
+    return {c.attack: {"p_holm": a, "n_tests": n} for c, a in zip(calibrated, adjusted, strict=True)}
+
+
 def strongest(calibrated: list[Calibrated]) -> Calibrated | None:
     """The attack with the largest calibrated recovery (ties: the smaller p-value, then the first);
     None when no attack has a calibrated value."""
@@ -113,8 +139,9 @@ def insufficient(best: Calibrated | None, threshold: float) -> bool:
     return best is not None and best.value is not None and best.value >= threshold
 
 
-def verdict_note(best: Calibrated | None, threshold: float) -> str:
-    """One sentence on what decided the recovery side of the quadrant, with the interval's caveat."""
+def verdict_note(best: Calibrated | None, threshold: float, p_holm: float | None = None, n_tests: int = 1) -> str:
+    """One sentence on what decided the recovery side of the quadrant, with the interval's caveat and,
+    for the strongest of ``n_tests`` attacks, its Holm-adjusted p-value (`family`)."""
     if best is None:
         return "no attack could be calibrated: no item was forgotten"
     ci = best.ci95
@@ -123,9 +150,14 @@ def verdict_note(best: Calibrated | None, threshold: float) -> str:
                else f"against {best.control:.1%} for the {best.control_kind} control")
     text = (f"{best.attack} brings back {best.rate:.1%} of {best.n} forgotten items {against}: "
             f"calibrated {best.value:+.1%} ({interval})")
+    chance = ""
+    if p_holm is not None and n_tests > 1:
+        text += f", p {best.p_value:.3g}, {p_holm:.3g} after Holm's correction over {n_tests} attacks"
+        chance = "" if p_holm < 0.05 else "it could be the luck of the strongest of many attacks"
     if insufficient(best, threshold):
+        doubts = [d for d in ("the interval includes 0" if ci and ci[0] <= 0 else "", chance) if d]
         return text + (f", at or above the {threshold:.0%} threshold"
-                       + ("; the interval includes 0, so more items are needed to be sure" if ci and ci[0] <= 0 else ""))
+                       + (f"; {' and '.join(doubts)}, so more items are needed to be sure" if doubts else ""))
     return text + f", under the {threshold:.0%} threshold"
 
 

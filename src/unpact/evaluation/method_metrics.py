@@ -16,7 +16,7 @@ from ..attribution import aggregate, penalisation_profile, track
 from ..data import SPLITS
 from ..recovery import ATTACKS, AttackKey
 from ..recovery.base import CHANNELS
-from .calibration import Calibrated, calibrate, strongest, verdict_note
+from .calibration import Calibrated, calibrate, family, strongest, verdict_note
 from .quadrant import quadrant
 from .rates import destructive_rate, forget_efficacy, keep_counts, recovery_rate, wilson_interval
 
@@ -96,15 +96,19 @@ def keyword_specificity(base: dict, result: dict) -> dict[str, dict]:
     return out
 
 
-def where_still(attacks: list[Calibrated], n_known: int, n_still_answered: int) -> dict[str, dict | None]:
+def where_still(attacks: list[Calibrated], n_known: int, n_still_answered: int,
+                adjusted: dict[str, dict] | None = None) -> dict[str, dict | None]:
     """The "where it is still" row: per channel (`unpact.recovery.base.CHANNELS`), the evidence that
     the forgotten facts are still in the model through it.
 
     ``output``: the known forget items the unlearned model still answers plainly (``n_still_answered``
     of ``n_known``). Every other channel: its strongest calibrated run (`calibration.strongest` among
     the runs of the attacks declaring that channel), with ``still`` true when its 95% interval lies
-    above 0 (the channel brings back more than the same attack where the knowledge is absent, beyond
-    chance); None where no attack of the channel ran."""
+    above 0 and its Holm-adjusted p-value over all of ``attacks`` is below 0.05 (the channel brings
+    back more than the same attack where the knowledge is absent, beyond chance and beyond picking the
+    best of many attacks); None where no attack of the channel ran. ``adjusted``: `calibration.family`
+    of ``attacks`` (computed here when not given)."""
+    adjusted = adjusted if adjusted is not None else family(attacks)
     out: dict[str, dict | None] = {
         "output": {"hits": n_still_answered, "n": n_known,
                    "rate": n_still_answered / n_known if n_known else None, "still": n_still_answered > 0}}
@@ -113,8 +117,9 @@ def where_still(attacks: list[Calibrated], n_known: int, n_still_answered: int) 
         if best is None:
             out[channel] = None
             continue
-        ci = best.ci95
-        out[channel] = {**best.to_dict(), "still": bool(ci is not None and ci[0] > 0)}
+        ci, p = best.ci95, adjusted[best.attack]["p_holm"]
+        out[channel] = {**best.to_dict(), **adjusted[best.attack],
+                        "still": bool(ci is not None and ci[0] > 0 and p is not None and p < 0.05)}
     return out
 
 
@@ -161,7 +166,7 @@ def method_metrics(base: dict, result: dict, *, recovery_threshold: float, destr
     rates, interval, excess = recovery(base, result)
     destructive = destructive_rate(keep_before, keep_after)
     attacks = calibrated(base, result, control)
-    best = strongest(attacks)
+    best, adjusted = strongest(attacks), family(attacks)
     known = cb["forget"].astype(bool)
     tracking_rows = [track(np.array(b["contributions"]), np.array(a["contributions"]), alpha, beta)
                      for b, a, k in zip(base["attributions"]["forget"], result["attributions"], known, strict=True)
@@ -170,10 +175,13 @@ def method_metrics(base: dict, result: dict, *, recovery_threshold: float, destr
         "forget_efficacy": forget_efficacy(cb["forget"], ca["forget"]),
         "n_known": int(known.sum()), "n_forgotten": int((known & ~ca["forget"].astype(bool)).sum()),
         "recovery_rate": rates, "recovery_ci95": interval, "recovery_excess": excess,
-        "calibrated": {c.attack: c.to_dict() for c in attacks},
-        "strongest_attack": None if best is None else {**best.to_dict(), "note": verdict_note(best, recovery_threshold)},
+        "calibrated": {c.attack: {**c.to_dict(), **adjusted[c.attack]} for c in attacks},
+        "strongest_attack": None if best is None else {
+            **best.to_dict(), **adjusted[best.attack],
+            "note": verdict_note(best, recovery_threshold, **adjusted[best.attack])},
         "layer_profile": layer_profile(result, known & ~ca["forget"].astype(bool), control),
-        "where_still": where_still(attacks, int(known.sum()), int((known & ca["forget"].astype(bool)).sum())),
+        "where_still": where_still(attacks, int(known.sum()), int((known & ca["forget"].astype(bool)).sum()),
+                                   adjusted),
         "keyword_specificity": keyword_specificity(base, result),
         "rewrite_control": rewrite_control(base, result),
         "mia_auc": result.get("mia_auc"),

@@ -36,6 +36,7 @@ def _attack_rows(m: dict) -> list[dict]:
         rows.append({"attack": attack, "label": attack_label(attack), "rate": rate, "n": c.get("n"),
                      "control": c.get("control"), "control_kind": c.get("control_kind"),
                      "calibrated": c.get("calibrated"), "ci95": c.get("ci95"), "p_value": c.get("p_value"),
+                     "p_holm": c.get("p_holm"),
                      "excess": (specificity.get(attack) or {}).get("excess"),
                      "placebo": AttackKey.parse(attack).is_placebo})
     return rows

@@ -265,7 +265,8 @@ def print_summary(metrics: dict, console: Console | None = None) -> None:
     if rows:
         table = Table(*header, title="Where it is still", caption="output: share of known forget items still answered "
                       "plainly; others: the channel's strongest calibrated recovery (recovery − control), * where its "
-                      "95% interval is above 0; — not run", caption_justify="left")
+                      "95% interval is above 0 and it holds after Holm's correction over the method's attacks; "
+                      "— not run", caption_justify="left")
         for row in rows:
             table.add_row(*row)
         console.print(table)

@@ -351,7 +351,7 @@ def _recovery_view(metrics: dict, thresholds: dict) -> list[dict]:
             "attack": attack, "label": attack_label(attack), "changes_weights": key.changes_weights,
             "rate": c.get("rate"), "n": c.get("n"), "control": c.get("control"),
             "control_kind": c.get("control_kind"), "calibrated": c.get("calibrated"),
-            "ci95": format_interval(c.get("ci95")), "p_value": c.get("p_value"),
+            "ci95": format_interval(c.get("ci95")), "p_value": c.get("p_value"), "p_holm": c.get("p_holm"),
             "alert": _over(c.get("calibrated"), thresholds.get("recovery")), "strongest": attack == strongest,
             "excess": spec.get("excess"), "excess_ci95": format_interval(spec.get("ci95")),
             "rewrite_control": rewrite.get(key.variant) if key.attack == "focus_on_key" else None,
