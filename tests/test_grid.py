@@ -225,6 +225,19 @@ def test_results_table_has_a_row_per_cell_in_csv_and_parquet(small_run, tmp_path
         assert row["base_accuracy.forget"] == pytest.approx(metrics["groups"][1]["base"]["accuracy"]["forget"])
 
 
+def test_results_attacks_prints_every_attack_of_every_method_with_its_cost(small_run, tmp_path, capsys):
+    _, run = small_run
+    assert main(["results", str(run), "--attacks", "--csv", str(tmp_path / "r.csv"), "--no-parquet"]) == 0
+    out = capsys.readouterr().out
+    assert "Every attack · tiny-a × builtin" in out and "Every attack · tiny-b × builtin" in out
+    timings = json.loads((run / "timings.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    cells = [m["cell"] for m in metrics["groups"][0]["methods"].values()]
+    mean = sum(timings["stages"][c]["attack sampling"]["wall_s"] for c in cells) / len(cells)
+    sampling = next(line for line in out.splitlines() if line.lstrip("│ ").startswith("sampling "))
+    assert sampling.rstrip("│ ").split()[-1] == f"{mean:.1f}"  # the first group's table comes first
+
+
 def test_results_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["results", str(tmp_path)]) == 2
     assert "metrics.json not found" in capsys.readouterr().err

@@ -124,6 +124,12 @@ def family(calibrated: list[Calibrated]) -> dict[str, dict]:
     return {c.attack: {"p_holm": a, "n_tests": n} for c, a in zip(calibrated, adjusted, strict=True)}
 
 
+def still_there(ci95, p_holm: float | None) -> bool:
+    """Whether a calibrated attack is evidence that the knowledge is still in the model: its 95%
+    interval lies above 0 and its Holm-adjusted p-value (`family`) is below 0.05."""
+    return bool(ci95 is not None and ci95[0] > 0 and p_holm is not None and p_holm < 0.05)
+
+
 def strongest(calibrated: list[Calibrated]) -> Calibrated | None:
     """The attack with the largest calibrated recovery (ties: the smaller p-value, then the first);
     None when no attack has a calibrated value."""

@@ -16,7 +16,7 @@ from ..attribution import aggregate, penalisation_profile, track
 from ..data import SPLITS
 from ..recovery import ATTACKS, AttackKey
 from ..recovery.base import CHANNELS
-from .calibration import Calibrated, calibrate, family, strongest, verdict_note
+from .calibration import Calibrated, calibrate, family, still_there, strongest, verdict_note
 from .quadrant import quadrant
 from .rates import destructive_rate, forget_efficacy, keep_counts, recovery_rate, wilson_interval
 
@@ -117,9 +117,8 @@ def where_still(attacks: list[Calibrated], n_known: int, n_still_answered: int,
         if best is None:
             out[channel] = None
             continue
-        ci, p = best.ci95, adjusted[best.attack]["p_holm"]
         out[channel] = {**best.to_dict(), **adjusted[best.attack],
-                        "still": bool(ci is not None and ci[0] > 0 and p is not None and p < 0.05)}
+                        "still": still_there(best.ci95, adjusted[best.attack]["p_holm"])}
     return out
 
 
