@@ -3,6 +3,7 @@ never knew, the strongest calibrated attack decides, and the study and `unpact a
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from unpact.config import StudyConfig
@@ -77,7 +78,7 @@ def test_without_a_gold_model_the_control_is_the_never_known_retain_items(benchm
     known = [True, False, True, True, False, True]  # the original model never answered retain items 1 and 4
     base = {"answers": {"retain": {"correct": known}},
             "attributions": {"retain": [{"keywords": []}] * 6, "utility": []}}
-    answers = {"retain": {"answers": ["x"] * 6}}
+    answers = {"retain": {"answers": ["x"] * 6, "correct": [False] * 6}}  # the unlearned model's own
     out = study.attack_never_known(_Echo(), base, answers)
     prompts = out["few_shot"]["prompts"]
     assert [p.split("\n")[-1] for p in prompts] == [retain[1].question.strip(), retain[4].question.strip()]
@@ -86,8 +87,41 @@ def test_without_a_gold_model_the_control_is_the_never_known_retain_items(benchm
     assert not any(f"Q: {retain[i].question.strip()} A:" in line for i in (1, 4) for line in shown)
     assert any(f"Q: {retain[i].question.strip()} A:" in line for i in (0, 2, 3, 5) for line in shown)
     control = study.control(base | {"answers": {"forget": {"correct": [True, True]}, **base["answers"]}},
-                            {"never_known": out})
+                            {"never_known": out, "answers": answers})
     assert control["kind"] == NEVER_KNOWN and control["attacks"] == {"few_shot": out["few_shot"]["correct"]}
+    assert control["known"] == [True, True]
+
+
+def test_a_never_known_fact_the_unlearned_model_learned_is_no_control(benchmark, tmp_path):
+    """A GDR method trains on the retain facts, never-known ones included, and may learn them (Gemma 3,
+    every known fact forgotten: NPO_GDR's control went to 90% and every attack read −90 points). Such an
+    item says nothing about an attack without the knowledge: the control is read, as recovery is, only
+    on the items the unlearned model does not answer plainly, and with none left there is no control."""
+    from unpact.config import RecoveryConfig
+    from unpact.evaluation.calibration import NEVER_KNOWN, calibrate
+    from unpact.study import Study
+
+    retain = benchmark["retain"][::4][:6]
+    cfg = StudyConfig(recovery=RecoveryConfig(attacks=["few_shot"], styles=[], few_shot_k=2))
+    study = Study(cfg, tmp_path)
+    study.splits = {"forget": benchmark["forget"][:2], "retain": retain, "utility": []}
+    base = {"answers": {"retain": {"correct": [True, False, True, True, False, True]}},
+            "attributions": {"retain": [{"keywords": []}] * 6, "utility": []}}
+    # the unlearned model now answers never-known item 1 (learned from the retain term), not item 4
+    learned = {"retain": {"answers": ["x"] * 6, "correct": [True, True, True, True, False, True]}}
+    out = study.attack_never_known(_Echo(), base, learned)
+    asked = [p.split("\n")[-1] for p in out["few_shot"]["prompts"] if p is not None]
+    assert asked == [retain[4].question.strip()]  # item 1 is not asked at all
+    assert out["few_shot"]["attacked"] == [False, True]
+    control = study.control(base, {"never_known": out, "answers": learned})
+    assert control["kind"] == NEVER_KNOWN and control["known"] == [False, True]
+    # an attack that "recovered" the learned item would not count: the control is 0 of 1, not 1 of 2
+    runs = {"few_shot": [True, True]}
+    c = calibrate(runs, np.array([True, True]), {**control, "attacks": {"few_shot": [True, False]}})[0]
+    assert (c.control_hits, c.control_n) == (0, 1)
+    # every never-known item learned: nothing to read the attacks against, the raw rates stand in
+    both = {"retain": {"answers": ["x"] * 6, "correct": [True] * 6}}
+    assert study.control(base, {"never_known": study.attack_never_known(_Echo(), base, both), "answers": both}) is None
 
 
 def test_when_every_known_fact_is_forgotten_the_control_splits_the_never_known_items(benchmark, tmp_path):
@@ -102,14 +136,15 @@ def test_when_every_known_fact_is_forgotten_the_control_splits_the_never_known_i
     study.splits = {"forget": benchmark["forget"][:2], "retain": retain, "utility": []}
     base = {"answers": {"retain": {"correct": [False] * 8}},
             "attributions": {"retain": [{"keywords": []}] * 8, "utility": []}}
-    out = study.attack_never_known(_Echo(), base, {"retain": {"answers": ["x"] * 8}})
+    unlearned = {"retain": {"answers": ["x"] * 8, "correct": [False] * 8}}
+    out = study.attack_never_known(_Echo(), base, unlearned)
     prompts = out["few_shot"]["prompts"]
     asked = {p.split("\n")[-1] for p in prompts}
     shown = {line for p in prompts for line in p.split("\n")[:-1]}
     pool = {it.question.strip() for it in retain}
     drawn_from = {q for q in pool if any(f"Q: {q} A:" in line for line in shown)}
     assert len(asked) == 4 and asked <= pool and drawn_from and not drawn_from & asked
-    again = study.attack_never_known(_Echo(), base, {"retain": {"answers": ["x"] * 8}})
+    again = study.attack_never_known(_Echo(), base, unlearned)
     assert again["few_shot"]["prompts"] == prompts  # seeded
 
 

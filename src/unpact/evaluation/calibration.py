@@ -174,8 +174,10 @@ def calibrate(attacks: dict[str, list[bool]], forgotten: np.ndarray, control: di
     runs are FocusOnKey's keyword control and are left out by the caller); ``forgotten``: [N] bool,
     known before and not after. ``control``: ``{"kind": GOLD, "attacks": {name: [N] correct}, "known":
     [N] bool}`` — the gold model under the same attack on the same forget items, counted on the items
-    the original model knew and the gold model does not answer plainly (as recovery is counted) — or ``{"kind": NEVER_KNOWN, "attacks": {name: [M] correct}}`` — the
-    same attack on M items the original model never answered; None: no control (`NO_CONTROL`).
+    the original model knew and the gold model does not answer plainly (as recovery is counted) — or
+    ``{"kind": NEVER_KNOWN, "attacks": {name: [M] correct}, "known": [M] bool}`` — the same attack on M
+    items the original model never answered, counted on those the unlearned model does not answer
+    plainly either (``known`` absent: all M); None: no control (`NO_CONTROL`).
     A run missing from the control's attacks gets no calibrated value.
     """
     out = []
@@ -190,9 +192,6 @@ def calibrate(attacks: dict[str, list[bool]], forgotten: np.ndarray, control: di
             out.append(Calibrated(name, hits, n, 0, 0, control["kind"]))
             continue
         theirs = np.asarray(theirs, bool)
-        if control["kind"] == GOLD:
-            known = np.asarray(control["known"], bool)
-            out.append(Calibrated(name, hits, n, int((theirs & known).sum()), int(known.sum()), GOLD))
-        else:
-            out.append(Calibrated(name, hits, n, int(theirs.sum()), len(theirs), control["kind"]))
+        known = np.asarray(control.get("known", [True] * len(theirs)), bool)
+        out.append(Calibrated(name, hits, n, int((theirs & known).sum()), int(known.sum()), control["kind"]))
     return out

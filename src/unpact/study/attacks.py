@@ -73,20 +73,30 @@ class StudyAttacks:
                 out[key.name] = entry
         return out
 
-    def attack_never_known(self, scorer, base: dict, answers: dict) -> dict[str, dict] | None:
-        """The attacks on the retain items the original model never answered, as a control where
-        there is no gold model (`control`). They leave the retain set the attacks draw on (few-shot
-        demonstrations, relearning), which would otherwise hand them their own answers. When the
-        original model knows no retain item (``forget_known: all`` made every fact it knows a forget
-        item) they draw on a seeded half of the never-known items and are read on the other half, as
-        the forget items' attacks draw on retain items it never knew. None when the original model
-        answers every retain item, or when fewer than two are never-known and none known."""
+    def never_known_split(self, base: dict) -> tuple[list[int], list[int]]:
+        """(control, pool): the retain items the never-known control is read on, and the retain items
+        its attacks draw on (few-shot demonstrations, relearning), as indices into the retain split.
+        The control is every retain item the original model never answered, and the pool the ones it
+        answered; when it answered none (``forget_known: all`` made every fact it knows a forget item),
+        a seeded half of the never-known items is the control and the other half the pool, as the
+        forget items' attacks draw on retain items it never knew."""
         known = base["answers"]["retain"]["correct"]
         never = [i for i, ok in enumerate(known) if not ok]
         keep = [i for i, ok in enumerate(known) if ok]
         if not keep:
             drawn = random.Random(self.cfg.seed).sample(never, len(never))
             never, keep = sorted(drawn[:len(drawn) // 2]), sorted(drawn[len(drawn) // 2:])
+        return never, keep
+
+    def attack_never_known(self, scorer, base: dict, answers: dict) -> dict[str, dict] | None:
+        """The attacks on the retain items the original model never answered (`never_known_split`),
+        as a control where there is no gold model (`control`). They leave the retain set the attacks
+        draw on, which would otherwise hand them their own answers. Only the items this model does
+        not answer plainly either (``answers``: its own) are asked, as recovery is read on the forgotten
+        items alone: a method that trains on retain facts (GDR) may have learned a never-known one,
+        and an attack that "recovers" it says nothing about the absence of knowledge. None when the
+        original model answers every retain item, or when fewer than two are never-known and none known."""
+        never, keep = self.never_known_split(base)
         if not never or not keep:
             return None
         retain, rows = self.splits["retain"], base["attributions"]["retain"]
@@ -94,7 +104,8 @@ class StudyAttacks:
                                  "utility": base["attributions"]["utility"]}}
         own = {"forget": {"answers": [answers["retain"]["answers"][i] for i in never]}}
         splits = {**self.splits, "forget": [retain[i] for i in never], "retain": [retain[i] for i in keep]}
-        return self.attack(scorer, view, own, splits, control=True)
+        unanswered = [not answers["retain"]["correct"][i] for i in never]
+        return self.attack(scorer, view, own, splits, control=True, only=unanswered)
 
     def control(self, base: dict, result: dict) -> dict | None:
         """What the attacks yield without the knowledge (`unpact.evaluation.calibration.calibrate`):
@@ -111,7 +122,14 @@ class StudyAttacks:
             return {"kind": GOLD, "known": known_unanswered(base, self.gold["answers"]),
                     "attacks": forget_runs(self.gold["attacks"]), "details": details(self.gold["attacks"])}
         if result.get("never_known"):
-            return {"kind": NEVER_KNOWN, "attacks": forget_runs(result["never_known"]),
+            # read on the never-known items this model does not answer plainly (`attack_never_known`);
+            # when it answers all of them there is nothing to read the attacks against, and the raw
+            # rates stand in (`calibrate` without a control errs towards "insufficient", never "reliable")
+            never, _ = self.never_known_split(base)
+            unanswered = [not result["answers"]["retain"]["correct"][i] for i in never]
+            if not any(unanswered):
+                return None
+            return {"kind": NEVER_KNOWN, "known": unanswered, "attacks": forget_runs(result["never_known"]),
                     "details": details(result["never_known"])}
         return None
 
