@@ -588,3 +588,16 @@ def test_report_renders_a_logit_lens_profile_with_nothing_forgotten(run_dir):
     (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     html = render_report(run_dir).read_text(encoding="utf-8")
     assert "over the forgotten items: none forgotten;" in html and "4.0 · 2.0" in html
+
+
+def test_report_renders_a_logit_lens_profile_without_a_control(run_dir):
+    """No control to read the lens against (the unlearned model answers every never-known item it was
+    trained on, or a cached profile from before the key existed): the report shows the forgotten items'
+    profile alone."""
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    name = next(iter(metrics["methods"]))
+    metrics["methods"][name]["layer_profile"] = {
+        "layers": 2, "rank_threshold": 1, "forgotten": {"n": 3, "median_rank": [7.0, 1.0], "mean_logprob": [-4.0, -0.5]}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    html = render_report(run_dir).read_text(encoding="utf-8")
+    assert "over the forgotten items: 7.0 · 1.0." in html and "control (" not in html.split("7.0 · 1.0")[1][:40]

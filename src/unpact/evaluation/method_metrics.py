@@ -142,7 +142,8 @@ def layer_profile(result: dict, forgotten: np.ndarray, control: dict | None) -> 
                 "mean_logprob": np.round(lps.mean(0), 4).tolist()}
 
     d = entry["details"]
-    out = {"layers": d["layers"], "rank_threshold": d["rank_threshold"], "forgotten": profile(d, forgotten)}
+    out = {"layers": d["layers"], "rank_threshold": d["rank_threshold"], "forgotten": profile(d, forgotten),
+           "control": None}
     theirs = ((control or {}).get("details") or {}).get("logit_lens")
     if theirs:
         rows = np.asarray(control.get("known", [True] * len(theirs["ranks"])), bool)
