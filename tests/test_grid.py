@@ -238,6 +238,25 @@ def test_results_attacks_prints_every_attack_of_every_method_with_its_cost(small
     assert sampling.rstrip("│ ").split()[-1] == f"{mean:.1f}"  # the first group's table comes first
 
 
+def test_metrics_recomputed_from_a_stored_result_keep_the_timings_that_measured_it(tmp_path):
+    """A cell whose answers and attacks are stored but whose metrics are not (removed, or from an older
+    unpact) gets its metrics recomputed in a moment; its timings must stay those of the run that did the
+    model work, or `unpact results --attacks` would show what recomputing cost. (In place: a run's keys
+    name its folder, so a copied run reruns everything.)"""
+    one = {**SMALL, "models": SMALL["models"][:1], "methods": SMALL["methods"][1:2]}
+    config, out = write_config(tmp_path / "one.yaml", one), tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    cell = "tiny-a__builtin__NPO_GDR__s0"
+    before = json.loads((out / "timings.json").read_text())
+    metrics = json.loads((out / "cells" / cell / "metrics.json").read_text())
+    (out / "cells" / cell / "metrics.json").unlink()
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    after = json.loads((out / "timings.json").read_text())
+    assert after["stages"][cell] == before["stages"][cell] and after["cells"][cell] == before["cells"][cell]
+    assert any(name.startswith("attack ") for name in after["stages"][cell])
+    assert json.loads((out / "cells" / cell / "metrics.json").read_text()) == metrics
+
+
 def test_results_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["results", str(tmp_path)]) == 2
     assert "metrics.json not found" in capsys.readouterr().err

@@ -33,6 +33,7 @@ from ..report import render_report
 from ..report.console import format_rate
 from ..timing import Recorder
 from ..unlearn import UnlearnConfig
+from .cache import cached
 from .manifest import manifest, record_models
 from .progress import Reporter
 from .runner import Study, model_facts
@@ -183,13 +184,15 @@ class Grid:
                 cell_study.share(study)
                 t0 = time.perf_counter()
                 with Recorder(model_time=self.profile) as rec:
-                    finished[cell.id], reused = self._run_cell(cell_study, cell, base)
+                    finished[cell.id], reused, measured = self._run_cell(cell_study, cell, base)
                 if not reused:
-                    timings["cells"][cell.id] = round(time.perf_counter() - t0, 2)
-                    timings.setdefault("stages", {})[cell.id] = rec.table()
-                    write_json(timings_path, timings)
+                    seconds = round(time.perf_counter() - t0, 2)
+                    if measured:  # metrics recomputed from a stored result keep the timings that measured it
+                        timings["cells"][cell.id] = seconds
+                        timings.setdefault("stages", {})[cell.id] = rec.table()
+                        write_json(timings_path, timings)
                     advance()
-                    self.ui.info(_cell_line(cell, finished[cell.id]["metrics"], timings["cells"][cell.id]))
+                    self.ui.info(_cell_line(cell, finished[cell.id]["metrics"], timings["cells"].get(cell.id, seconds)))
         timings["last_run_seconds"] = round(time.perf_counter() - t_start, 2)
         write_json(timings_path, timings)
         metrics = self._aggregate(cells, groups, finished)
@@ -233,13 +236,16 @@ class Grid:
             record_models(self.manifest, {model.name: found})
             write_json(self.out / "manifest.json", self.manifest)
 
-    def _run_cell(self, study: Study, cell: Cell, base: dict) -> tuple[dict, bool]:
-        """The cell's metrics document, computed or (when finished with the same inputs) reused."""
+    def _run_cell(self, study: Study, cell: Cell, base: dict) -> tuple[dict, bool, bool]:
+        """(the cell's metrics document, whether it was reused as it was, whether the model work ran):
+        a cell finished with the same inputs is reused; one whose unlearned model's answers and attacks
+        are stored (``result.json``) but whose metrics are not gets them recomputed, nothing measured."""
         folder = self.out / "cells" / cell.id
         key = study.method_key(cell.index, base["key"])
         done = folder / "metrics.json"
-        if done.is_file() and (cached := read_json(done)).get("key") == key:
-            return cached, True
+        if done.is_file() and (stored := read_json(done)).get("key") == key:
+            return stored, True, False
+        measured = cached(folder / "result.json", key) is None
         res = study.run_method(cell.index, base, folder, keep_model=self.cfg.keep_models)
         ident = cell.identity()
         write_jsonl(folder / "records.jsonl",
@@ -247,7 +253,7 @@ class Grid:
         doc = {"key": key, **ident, "method": cell.method.method, "label": cell.label,
                "metrics": study.method_metrics(base, res)}
         write_json(done, doc)  # last: its presence with this key marks the cell finished
-        return doc, False
+        return doc, False, measured
 
     def _aggregate(self, cells: list[Cell], groups: dict, finished: dict) -> dict:
         out_groups = []
