@@ -20,7 +20,7 @@ from rich.table import Table
 
 from ..evaluation.calibration import still_there
 from ..recovery import AttackKey
-from .console import attack_label, format_interval, format_signed, group_title, metric_groups
+from .console import attack_label, format_interval, format_signed, group_title, is_grid, metric_groups
 
 
 @dataclass
@@ -80,7 +80,7 @@ def matrix_tables(metrics: dict, timings: dict | None = None) -> list[Table]:
     for group in metric_groups(metrics):
         threshold = (group.get("thresholds") or {}).get("recovery")
         labels = list(group.get("methods") or {})
-        table = Table(title=f"Every attack · {group_title(group)}" if "groups" in metrics else "Every attack",
+        table = Table(title=f"Every attack · {group_title(group)}" if is_grid(metrics) else "Every attack",
                       caption="calibrated recovery = recovery − control, 95% interval; * still there (interval above 0 "
                               "and p < 0.05 after Holm's correction over the method's attacks); ! at or above the "
                               f"{threshold:.0%} recovery threshold; s / cell: the attack's wall seconds per cell (with the "

@@ -73,20 +73,22 @@ class StudyAttacks:
                 out[key.name] = entry
         return out
 
-    def never_known_split(self, base: dict) -> tuple[list[int], list[int]]:
-        """(control, pool): the retain items the never-known control is read on, and the retain items
-        its attacks draw on (few-shot demonstrations, relearning), as indices into the retain split.
-        The control is every retain item the original model never answered, and the pool the ones it
-        answered; when it answered none (``forget_known: all`` made every fact it knows a forget item),
-        a seeded half of the never-known items is the control and the other half the pool, as the
-        forget items' attacks draw on retain items it never knew."""
+    def never_known_split(self, base: dict, answers: dict) -> tuple[list[int], list[int], list[bool]]:
+        """(control, pool, unanswered): the retain items the never-known control is attacked on and the
+        retain items its attacks draw on (few-shot demonstrations, relearning), as indices into the
+        retain split, and per control item whether the unlearned model (``answers``: its own) does not
+        answer it plainly either — the items the control is read on. The control is every retain item
+        the original model never answered, and the pool the ones it answered; when it answered none
+        (``forget_known: all`` made every fact it knows a forget item), a seeded half of the never-known
+        items is the control and the other half the pool, as the forget items' attacks draw on retain
+        items it never knew."""
         known = base["answers"]["retain"]["correct"]
         never = [i for i, ok in enumerate(known) if not ok]
         keep = [i for i, ok in enumerate(known) if ok]
         if not keep:
             drawn = random.Random(self.cfg.seed).sample(never, len(never))
             never, keep = sorted(drawn[:len(drawn) // 2]), sorted(drawn[len(drawn) // 2:])
-        return never, keep
+        return never, keep, [not answers["retain"]["correct"][i] for i in never]
 
     def attack_never_known(self, scorer, base: dict, answers: dict) -> dict[str, dict] | None:
         """The attacks on the retain items the original model never answered (`never_known_split`),
@@ -96,7 +98,7 @@ class StudyAttacks:
         items alone: a method that trains on retain facts (GDR) may have learned a never-known one,
         and an attack that "recovers" it says nothing about the absence of knowledge. None when the
         original model answers every retain item, or when fewer than two are never-known and none known."""
-        never, keep = self.never_known_split(base)
+        never, keep, unanswered = self.never_known_split(base, answers)
         if not never or not keep:
             return None
         retain, rows = self.splits["retain"], base["attributions"]["retain"]
@@ -104,7 +106,6 @@ class StudyAttacks:
                                  "utility": base["attributions"]["utility"]}}
         own = {"forget": {"answers": [answers["retain"]["answers"][i] for i in never]}}
         splits = {**self.splits, "forget": [retain[i] for i in never], "retain": [retain[i] for i in keep]}
-        unanswered = [not answers["retain"]["correct"][i] for i in never]
         return self.attack(scorer, view, own, splits, control=True, only=unanswered)
 
     def control(self, base: dict, result: dict) -> dict | None:
@@ -125,8 +126,7 @@ class StudyAttacks:
             # read on the never-known items this model does not answer plainly (`attack_never_known`);
             # when it answers all of them there is nothing to read the attacks against, and the raw
             # rates stand in (`calibrate` without a control errs towards "insufficient", never "reliable")
-            never, _ = self.never_known_split(base)
-            unanswered = [not result["answers"]["retain"]["correct"][i] for i in never]
+            unanswered = self.never_known_split(base, result["answers"])[2]
             if not any(unanswered):
                 return None
             return {"kind": NEVER_KNOWN, "known": unanswered, "attacks": forget_runs(result["never_known"]),
