@@ -148,6 +148,32 @@ def test_when_every_known_fact_is_forgotten_the_control_splits_the_never_known_i
     assert again["few_shot"]["prompts"] == prompts  # seeded
 
 
+def test_the_never_known_control_is_held_out_of_what_the_method_trains_on(benchmark, tmp_path):
+    """A GDR/KL method trains on retain; trained on, a never-known fact is half-learned even when it is
+    not yet answered, and attacks recover it more easily than a fact the model never saw (a control
+    biased up, a method read as more reliable than it is). The control's items are never trained on;
+    the pool the attacks draw on is. With a gold model nothing is held out."""
+    from unpact.study import Study
+
+    retain = benchmark["retain"][::4][:8]
+    study = Study(StudyConfig(), tmp_path)
+    study.splits = {"forget": benchmark["forget"][:2], "retain": retain, "utility": []}
+    for known in ([True, False, True, False, False, True, True, True], [False] * 8):
+        base = {"answers": {"retain": {"correct": known}}}
+        control, pool = study.never_known_items(base)
+        forget, trained = study.training_sets(None, base)
+        assert control and forget == study.splits["forget"]
+        assert {it.id for it in trained} == {retain[i].id for i in pool}
+        assert not {it.id for it in trained} & {retain[i].id for i in control}
+    study.gold_dir = tmp_path / "gold"
+    assert study.never_known_items(base) == ([], []) and study.training_sets(None, base)[1] == retain
+    # one never-known item and none known: no control to read, nothing held out
+    study.gold_dir = None
+    base = {"answers": {"retain": {"correct": [False]}}}
+    study.splits["retain"] = retain[:1]
+    assert study.never_known_items(base) == ([], []) and study.training_sets(None, base)[1] == retain[:1]
+
+
 def test_attacks_ask_only_the_forgotten_items_and_the_gold_control_only_its_own(study):
     """Every rate reads an attack on the forgotten items alone, so the study asks nothing else: an item
     the unlearned model still answers (or the original never knew) gets no attack prompt, and the gold

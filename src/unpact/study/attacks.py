@@ -73,21 +73,28 @@ class StudyAttacks:
                 out[key.name] = entry
         return out
 
-    def never_known_split(self, base: dict, answers: dict) -> tuple[list[int], list[int], list[bool]]:
-        """(control, pool, unanswered): the retain items the never-known control is attacked on and the
-        retain items its attacks draw on (few-shot demonstrations, relearning), as indices into the
-        retain split, and per control item whether the unlearned model (``answers``: its own) does not
-        answer it plainly either — the items the control is read on. The control is every retain item
-        the original model never answered, and the pool the ones it answered; when it answered none
-        (``forget_known: all`` made every fact it knows a forget item), a seeded half of the never-known
-        items is the control and the other half the pool, as the forget items' attacks draw on retain
-        items it never knew."""
+    def never_known_items(self, base: dict) -> tuple[list[int], list[int]]:
+        """(control, pool): the retain items the never-known control is attacked on and the retain
+        items its attacks draw on (few-shot demonstrations, relearning), as indices into the retain
+        split. The control is every retain item the original model never answered, and the pool the
+        ones it answered; when it answered none (``forget_known: all`` made every fact it knows a
+        forget item), a seeded half of the never-known items is the control and the other half the
+        pool, as the forget items' attacks draw on retain items it never knew. Both empty when a gold
+        model is the control, or when there is no control to read (no never-known item, or no pool)."""
+        if self.gold_dir is not None:
+            return [], []
         known = base["answers"]["retain"]["correct"]
         never = [i for i, ok in enumerate(known) if not ok]
         keep = [i for i, ok in enumerate(known) if ok]
         if not keep:
             drawn = random.Random(self.cfg.seed).sample(never, len(never))
             never, keep = sorted(drawn[:len(drawn) // 2]), sorted(drawn[len(drawn) // 2:])
+        return (never, keep) if never and keep else ([], [])
+
+    def never_known_split(self, base: dict, answers: dict) -> tuple[list[int], list[int], list[bool]]:
+        """`never_known_items` and, per control item, whether the unlearned model (``answers``: its own)
+        does not answer it plainly either — the items the control is read on."""
+        never, keep = self.never_known_items(base)
         return never, keep, [not answers["retain"]["correct"][i] for i in never]
 
     def attack_never_known(self, scorer, base: dict, answers: dict) -> dict[str, dict] | None:
@@ -97,9 +104,10 @@ class StudyAttacks:
         not answer plainly either (``answers``: its own) are asked, as recovery is read on the forgotten
         items alone: a method that trains on retain facts (GDR) may have learned a never-known one,
         and an attack that "recovers" it says nothing about the absence of knowledge. None when the
-        original model answers every retain item, or when fewer than two are never-known and none known."""
+        original model answers every retain item, or when fewer than two are never-known and none known,
+        or when a gold model is the control."""
         never, keep, unanswered = self.never_known_split(base, answers)
-        if not never or not keep:
+        if not never:
             return None
         retain, rows = self.splits["retain"], base["attributions"]["retain"]
         view = {"attributions": {"forget": [rows[i] for i in never], "retain": [rows[i] for i in keep],

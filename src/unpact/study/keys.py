@@ -15,6 +15,8 @@ from ..models.hub import is_hub
 from ..models.registry import resolve_model
 from .cache import digest
 
+HELD_OUT = "never-known control held out of retain training"
+
 
 def where(ref: str | Path) -> str:
     """A model's identity in cache keys: its resolved folder (a hub model's snapshot folder, which is
@@ -82,8 +84,12 @@ class StudyKeys:
         r = self.cfg.raw_text
         raw = None if r is None or self.bench is None else digest([r, self.bench.raw.get(r.forget),
                                                                      self.bench.raw.get(r.retain)])
+        # which retain items a method trains on follows from the base and the seed (`training_sets`);
+        # the tag names the rule, so results trained before the never-known control was held out of
+        # retain are not reused (with a gold model nothing is held out, and its results stand)
+        held = HELD_OUT if self.gold_dir is None else None
         return digest([base_key, asdict(self.cfg.methods[index]), self.cfg.recovery, self.cfg.evaluation,
-                       self.cfg.generation, self.cfg.seed, self.gold_key(), raw])
+                       self.cfg.generation, self.cfg.seed, self.gold_key(), raw, held])
 
     def _gold_training_key(self) -> str:
         """The key of the gold model's training: the built-in model's, or the taught one's (`finetune`)."""

@@ -168,11 +168,15 @@ class Study(StudyKeys, StudyAttacks, StudySetup, StudyOutputs):
             bar(1, 1)
         return {**measured, "attacks": attacks}
 
-    def training_sets(self, fmt) -> tuple[list, list]:
+    def training_sets(self, fmt, base: dict) -> tuple[list, list]:
         """What the methods unlearn and keep: the forget and retain items, or with ``raw_text`` the
-        windows of the benchmark's raw corpora (`unpact.data.chunks.raw_training_sets`)."""
+        windows of the benchmark's raw corpora (`unpact.data.chunks.raw_training_sets`). The never-known
+        control's items (`never_known_items`) are held out of retain: a method that trains on them
+        (GDR, KL) half-learns them, and attacks would "recover" them more easily than a fact the model
+        never saw — a control biased up, which reads the method as more reliable than it is."""
         if self.cfg.raw_text is None:
-            return self.splits["forget"], self.splits["retain"]
+            held = set(self.never_known_items(base)[0])
+            return self.splits["forget"], [it for i, it in enumerate(self.splits["retain"]) if i not in held]
         return raw_training_sets(self.bench.raw if self.bench else {}, self.cfg.raw_text, fmt.encode_text)
 
     def run_method(self, index: int, base: dict, folder: Path | None = None, keep_model: bool = True) -> dict:
@@ -192,7 +196,7 @@ class Study(StudyKeys, StudyAttacks, StudySetup, StudyOutputs):
             distributed.main_only(lambda: shutil.rmtree(folder / "checkpoint", ignore_errors=True))
         write_atomic(marker, key)
         model, tok = self.load(self.model_dir)
-        forget, retain = self.training_sets(prompt_format(tok))
+        forget, retain = self.training_sets(prompt_format(tok), base)
         steps = mcfg.epochs * -(-len(forget) // mcfg.batch_size)
         with self.ui.bar(f"{mcfg.method}: unlearning (steps)", steps) as bar, stage("unlearning"):
             model, train_logs = unlearn(model, tok, prompt_format(tok), forget, retain, mcfg, bar,
