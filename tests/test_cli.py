@@ -138,3 +138,18 @@ def test_recover_attacks_a_pair_of_models_like_the_study(capsys, study, tmp_path
     code, _, err = run_cli(capsys, "recover", "--original", str(run / "model"), "--model", str(run / "model"),
                            "--attacks", "shouting", "--out", str(tmp_path / "x"))
     assert_one_line_error(code, err, "recovery.attacks[0]", "'shouting'")
+
+
+def test_quiet_silences_the_progress_bars_libraries_draw_too(tmp_path):
+    """`--quiet` means no bars, including libraries' own tqdm ones (transformers drew one while it
+    converted a model wheel's GGUF on first use)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    script = ("import sys; from unpact.cli import main; code = main(sys.argv[1:]); from tqdm.auto import tqdm; "
+              "list(tqdm(range(3), desc='Converting GGUF')); sys.exit(code)")
+    args = [sys.executable, "-c", script, "run", str(tmp_path / "missing.yaml"), "--quiet"]
+    err = subprocess.run(args, capture_output=True, text=True, env=env).stderr
+    assert "missing.yaml" in err and "Converting GGUF" not in err  # the error is said, no bar drawn

@@ -361,14 +361,13 @@ def _served_options(args) -> dict:
 
 
 def cmd_audit(args) -> None:
-    from .study import Reporter
     from .study.audit import DEFAULT_ATTACKS, run_audit
 
     cfg = _first_group(args)
     cfg.recovery.attacks = [a.strip() for a in (args.attacks or ",".join(DEFAULT_ATTACKS)).split(",") if a.strip()]
     _out_dir("--out", args.out)
     v = run_audit(cfg, args.out, args.original, args.unlearned, args.forget, args.retain, args.utility,
-                  template=args.template, served=_served_options(args), reporter=Reporter(quiet=args.quiet),
+                  template=args.template, served=_served_options(args), reporter=_reporter(args),
                   gold=args.gold)
     print(f"verdict: {v['quadrant']} — {v['verdict']}")
     print(f"audit: {args.out / 'audit.html'}   verdict: {args.out / 'verdict.json'}   "
@@ -646,6 +645,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        # libraries' tqdm bars too (transformers converting a model wheel's GGUF on first use); tqdm
+        # reads this when it is imported, so it is set before anything imports it
+        os.environ["TQDM_DISABLE"] = "1"
     from . import distributed
 
     if not distributed.is_main():  # under accelerate launch every process runs the command; one prints
