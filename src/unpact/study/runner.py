@@ -231,8 +231,8 @@ class Study(StudyKeys, StudyAttacks, StudySetup, StudyOutputs):
         result = {"key": key, "method": name, "train": train_logs, "answers": measured["answers"],
                   "attributions": attributions, "attacks": attacks, "mia_auc": measured["mia_auc"],
                   "tofu": measured["tofu"], "muse": measured["muse"]}
-        if self.gold_dir is None:  # no model that never knew: the attacks on facts this one never knew
-            result["never_known"] = self.attack_never_known(scorer, base, measured["answers"])
+        # no model that never knew: the attacks on facts this one never knew (None with a gold model)
+        result["never_known"] = self.attack_never_known(scorer, base, measured["answers"])
         write_json(folder / "result.json", result)
         return result
 
