@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import distributed
 from ..config import BenchmarkSpec, GridConfig, ModelSpec
 from ..data import SPLITS, builtin
 from ..data.benchmarks import Benchmark, load_benchmark
@@ -27,6 +28,7 @@ from ..errors import UnpactError
 from ..io import read_json, read_jsonl, remove_partial_writes, write_json, write_jsonl
 from ..models import finetune, hub
 from ..models.builtin import prepared_info
+from ..models.precision import precision_notice
 from ..models.registry import model_path, resolve_model
 from ..recovery import AttackKey
 from ..report import render_report
@@ -166,6 +168,10 @@ class Grid:
         timings.setdefault("cells", {})
         cells = self.cells()
         status = dict((c.id, done) for c, done in self.status())
+        if not all(status.values()):
+            for i, m in enumerate(self.cfg.models):
+                if notice := precision_notice(m.dtype, distributed.device(), f"models[{i}].dtype"):
+                    self.ui.info(f"[yellow]note[/yellow]: {notice}")
         t_start = time.perf_counter()
         groups: dict[str, dict] = {}
         finished: dict[str, dict] = {}
