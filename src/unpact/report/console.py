@@ -270,6 +270,41 @@ def print_summary(metrics: dict, console: Console | None = None) -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
+    header, rows = across_seeds_rows(metrics)
+    if rows:
+        table = Table(*header, title="Across seeds", caption="mean (min–max) over the seeds; quadrants: how many seeds "
+                      "gave each; a method is reliable across seeds only if it is reliable under every seed", caption_justify="left")
+        for row in rows:
+            table.add_row(*row[:-1], Text(row[-1], style=QUADRANT_STYLES.get(row[-1], "")))
+        console.print(table)
+
+
+def _spread_cell(spread: dict | None, signed: bool = False) -> str:
+    """``mean (min–max)`` in percent, e.g. ``38.5% (31–44)`` or ``+42.1% (+14 to +53)``."""
+    if not spread:
+        return MISSING
+    if signed:
+        return f"{format_signed(spread['mean'])} ({100 * spread['min']:+.0f} to {100 * spread['max']:+.0f})"
+    return f"{format_rate(spread['mean'])} ({100 * spread['min']:.0f}–{100 * spread['max']:.0f})"
+
+
+def across_seeds_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """Each method run under several seeds, its verdict across them (`unpact.evaluation.seeds`) as
+    display strings: (header, rows); no rows when no method has more than one seed. The last column is
+    the verdict, so renderers can style it like a quadrant."""
+    groups = metric_groups(metrics)
+    rows = []
+    for group in groups:
+        for name, s in (group.get("across_seeds") or {}).items():
+            if len(groups) > 1:
+                name = f"{group.get('model_name') or MISSING}/{group.get('benchmark') or MISSING}/{name}"
+            n = len(s["seeds"])
+            counts = ", ".join(f"{q} {k}" for q, k in s["quadrants"].items())
+            rows.append([name, str(n), _spread_cell(s.get("forget_efficacy")),
+                         _spread_cell(s.get("strongest_calibrated"), signed=True),
+                         _spread_cell(s.get("destructive_rate")), counts, s["verdict"]])
+    return ["Method", "Seeds", "Forget efficacy", "Strongest calibrated", "Destructive", "Quadrants",
+            "Across seeds"], rows
 
 
 def where_still_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:

@@ -31,6 +31,7 @@ from ..io import read_json, read_jsonl, write_atomic
 from ..recovery import AttackKey
 from .console import (
     MISSING,
+    across_seeds_rows,
     attack_label,
     base_accuracy_line,
     format_interval,
@@ -252,6 +253,7 @@ def _group_context(group: dict, records: list[dict], records_path: Path, prefix:
     """What every run shows, grid group or not; ``prefix`` keeps one grid group's anchors apart from
     another's."""
     header, rows = summary_rows(group)
+    seeds_header, seeds_rows = across_seeds_rows(group)
     method_metrics = group.get("methods") or {}
     thresholds = group.get("thresholds") or {}
     by_method = _group_by_method(records, method_metrics)
@@ -274,6 +276,8 @@ def _group_context(group: dict, records: list[dict], records_path: Path, prefix:
         "destructive_threshold": thresholds.get("destructive"),
         "summary_header": header,
         "summary_rows": rows,
+        "across_seeds_header": seeds_header,
+        "across_seeds_rows": seeds_rows,
         "summary_alerts": [
             _summary_alerts(header, method_metrics.get(row[0]) or {}, thresholds) for row in rows
         ],

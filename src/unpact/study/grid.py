@@ -25,6 +25,7 @@ from ..config import BenchmarkSpec, GridConfig, ModelSpec
 from ..data import SPLITS, builtin
 from ..data.benchmarks import Benchmark, load_benchmark
 from ..errors import UnpactError
+from ..evaluation.seeds import across_seeds
 from ..io import read_json, read_jsonl, remove_partial_writes, write_json, write_jsonl
 from ..models import finetune, hub
 from ..models.builtin import prepared_info
@@ -266,11 +267,12 @@ class Grid:
         for gid, g in groups.items():
             members = [c for c in cells if c.group == gid]
             study = g["study"]
+            methods = {c.label: {**finished[c.id]["metrics"], "cell": c.id, "method": c.method.method, "seed": c.seed}
+                       for c in members}
             out_groups.append({
                 "id": gid, "model_name": members[0].model.name, "benchmark": members[0].benchmark.name,
-                **study.group_metrics(g["model"], g["base"]),
-                "methods": {c.label: {**finished[c.id]["metrics"], "cell": c.id, "method": c.method.method,
-                                      "seed": c.seed} for c in members},
+                **study.group_metrics(g["model"], g["base"]), "methods": methods,
+                "across_seeds": across_seeds(methods),
             })
         return {"study": self.cfg.name, "groups": out_groups,
                 "cells": {c.id: {"group": c.group, "model": c.model.name, "benchmark": c.benchmark.name,
