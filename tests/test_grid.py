@@ -243,7 +243,8 @@ def test_metrics_recomputed_from_a_stored_result_keep_the_timings_that_measured_
     unpact) gets its metrics recomputed in a moment; its timings must stay those of the run that did the
     model work, or `unpact results --attacks` would show what recomputing cost. (In place: a run's keys
     name its folder, so a copied run reruns everything.)"""
-    one = {**SMALL, "models": SMALL["models"][:1], "methods": SMALL["methods"][1:2]}
+    one = {**SMALL, "models": SMALL["models"][:1], "methods": SMALL["methods"][1:2],
+           "recovery": {"attacks": ["paraphrase"]}, "evaluation": {"gold_model": False}}  # one attack suffices
     config, out = write_config(tmp_path / "one.yaml", one), tmp_path / "run"
     assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
     cell = "tiny-a__builtin__NPO_GDR__s0"
