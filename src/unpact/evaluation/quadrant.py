@@ -13,8 +13,11 @@ def quadrant(recovery: float | None, destructive: float | None,
     """``insufficient`` if recovery ≥ its threshold, ``destructive`` if the destructive rate is, both, or
     ``reliable``. ``recovery`` is the strongest attack's calibrated recovery (its rate minus its
     control's, `unpact.evaluation.calibration`); None counts as 0."""
-    insufficient = (recovery or 0.0) >= recovery_threshold
-    destructive_ = (destructive or 0.0) >= destructive_threshold
-    if insufficient and destructive_:
+    return quadrant_name((recovery or 0.0) >= recovery_threshold, (destructive or 0.0) >= destructive_threshold)
+
+
+def quadrant_name(insufficient: bool, destructive: bool) -> str:
+    """The quadrant (one of `QUADRANTS`) of a method that is, or is not, insufficient and destructive."""
+    if insufficient and destructive:
         return "insufficient+destructive"
-    return "insufficient" if insufficient else "destructive" if destructive_ else "reliable"
+    return "insufficient" if insufficient else "destructive" if destructive else "reliable"

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .quadrant import quadrant_name
+
 
 def spread(values: list[float | None]) -> dict | None:
     """Mean, sample standard deviation (None for one value), min and max of the non-null ``values``;
@@ -47,8 +49,7 @@ def across_seeds(methods: Mapping[str, dict]) -> dict[str, dict]:
         quadrants = [r.get("quadrant") or "" for r in runs]
         insufficient = [r["seed"] for r, q in zip(runs, quadrants, strict=True) if "insufficient" in q]
         destructive = [r["seed"] for r, q in zip(runs, quadrants, strict=True) if "destructive" in q]
-        verdict = "+".join(part for part, seeds in (("insufficient", insufficient), ("destructive", destructive))
-                           if seeds) or "reliable"
+        verdict = quadrant_name(bool(insufficient), bool(destructive))
         out[name] = {
             "seeds": [r["seed"] for r in runs],
             "quadrants": {q: quadrants.count(q) for q in dict.fromkeys(quadrants)},
